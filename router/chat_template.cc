@@ -1,10 +1,13 @@
 #include "router/chat_template.h"
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 namespace atomserve {
 namespace {
+
+bool Contains(std::string_view s, std::string_view needle) {
+  return s.find(needle) != std::string_view::npos;
+}
 
 // SmolLM2's template inserts "<|im_start|>system\n...<|im_end|>" as a literal
 // when the first message is not a system message; pull that text out.
@@ -17,7 +20,7 @@ std::string ExtractChatMLDefaultSystem(std::string_view src) {
   if (end == std::string_view::npos) return "";
   std::string_view text = src.substr(start, end - start);
   // A Jinja expression here means the system text comes from the messages.
-  if (absl::StrContains(text, "{{") || absl::StrContains(text, "'")) return "";
+  if (Contains(text, "{{") || Contains(text, "'")) return "";
   return std::string(text);
 }
 
@@ -30,8 +33,8 @@ absl::Status CheckRole(const ChatMessage& m) {
 }  // namespace
 
 ChatTemplate ChatTemplate::Detect(std::string_view src) {
-  if (absl::StrContains(src, "<|start_header_id|>")) return ChatTemplate(ChatFormat::kLlama3);
-  if (absl::StrContains(src, "[INST]")) return ChatTemplate(ChatFormat::kLlama2);
+  if (Contains(src, "<|start_header_id|>")) return ChatTemplate(ChatFormat::kLlama3);
+  if (Contains(src, "[INST]")) return ChatTemplate(ChatFormat::kLlama2);
   return ChatTemplate(ChatFormat::kChatML, ExtractChatMLDefaultSystem(src));
 }
 
@@ -40,7 +43,7 @@ absl::StatusOr<ChatTemplate> ChatTemplate::FromName(std::string_view name) {
   if (name == "llama2") return ChatTemplate(ChatFormat::kLlama2);
   if (name == "llama3") return ChatTemplate(ChatFormat::kLlama3);
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown chat template '", name, "' (expected chatml, llama2 or llama3)"));
+      absl::StrCat("unknown chat template '", std::string(name), "' (expected chatml, llama2 or llama3)"));
 }
 
 std::string_view ChatTemplate::name() const {
