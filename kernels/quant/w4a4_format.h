@@ -168,11 +168,20 @@ inline uint16_t Int8ScaleBits(float amax) {
   return FloatToHalfBits(std::min(amax / 127.0f, kHalfMax));
 }
 
+// std::round (ties away from zero) for every float, NaN and inf included.
+// Written with std::trunc because std::round stays a libm call under GCC's
+// default -ftrapping-math, while trunc inlines to one instruction; v - trunc(v)
+// is exact.
+inline float RoundHalfAway(float v) {
+  const float t = std::trunc(v);
+  return std::fabs(v - t) >= 0.5f ? t + std::copysign(1.0f, v) : t;
+}
+
 // clamp(round_half_away(x / scale), qmin, qmax); 0 when scale == 0 or when x
 // is NaN (inputs are expected finite; +-inf saturates).
 inline int QuantizeSymmetric(float x, float scale, int qmin, int qmax) {
   if (scale == 0.0f) return 0;
-  const float q = std::round(x / scale);
+  const float q = RoundHalfAway(x / scale);
   if (std::isnan(q)) return 0;
   return static_cast<int>(std::clamp(q, static_cast<float>(qmin), static_cast<float>(qmax)));
 }
