@@ -25,6 +25,12 @@ constexpr uint32_t kGgufMagic = 0x46554747;  // "GGUF" little-endian
 // exhausting the stack through recursion.
 constexpr int kMaxArrayDepth = 8;
 constexpr int kMaxDims = 4;
+// Caps on what a file may make us allocate: an in-memory GgufValue is ~100
+// bytes, so a crafted 1-byte-per-element array could otherwise cost 100x the
+// file size. Real files stay far below (Llama-3: ~0.5M array elements, ~300
+// tensors).
+constexpr uint64_t kMaxArrayElements = uint64_t{1} << 22;
+constexpr uint64_t kMaxTensors = uint64_t{1} << 20;
 
 absl::Status DataLoss(const std::string& name, uint64_t offset, absl::string_view what) {
   return absl::DataLossError(absl::StrCat(name, ": offset ", offset, ": ", what));
@@ -65,6 +71,7 @@ class Parser {
   const std::string& name() const { return r_.name(); }
 
   ByteReader r_;
+  uint64_t array_elements_ = 0;  // across all metadata arrays
 };
 
 absl::StatusOr<std::string> Parser::ReadString() {
@@ -117,6 +124,10 @@ absl::Status Parser::ReadArray(GgufValue* v, int depth) {
   if (count > r_.remaining() / MinEncodedSize(v->elem_type))
     return DataLoss(name(), at, absl::StrCat("array count ", count, " exceeds the ", r_.remaining(),
                                              " bytes left"));
+  array_elements_ += count;
+  if (array_elements_ > kMaxArrayElements)
+    return DataLoss(name(), at, absl::StrCat("metadata arrays hold more than ", kMaxArrayElements,
+                                             " elements in total"));
   v->array.reserve(count);
   for (uint64_t k = 0; k < count; ++k) {
     ATOMSERVE_ASSIGN_OR_RETURN(GgufValue e, ReadValue(v->elem_type, depth + 1));
@@ -175,8 +186,7 @@ absl::Status Parser::ReadTensorInfo(GgufTensorInfo* t) {
   if (t->ne[0] % info->block_elems != 0)
     return DataLoss(name(), at, absl::StrCat("tensor '", t->name, "': row length ", t->ne[0],
                                              " is not a multiple of the ", info->name, " block"));
-  // numel / block_elems * block_bytes <= numel * 4 / 1 ... may still overflow
-  // for absurd dims, so check it.
+  // The byte size can overflow even when numel does not (F32 is 4x numel).
   int64_t nbytes = 0;
   if (__builtin_mul_overflow(t->numel / info->block_elems, info->block_bytes, &nbytes))
     return DataLoss(name(), at, absl::StrCat("tensor '", t->name, "': byte size overflows"));
@@ -230,7 +240,7 @@ absl::StatusOr<GgufFile> Parser::Parse() {
   ATOMSERVE_ASSIGN_OR_RETURN(uint64_t n_tensors, r_.Read<uint64_t>());
   ATOMSERVE_ASSIGN_OR_RETURN(uint64_t n_kv, r_.Read<uint64_t>());
   // A key-value pair takes >= 13 bytes, a tensor info >= 32.
-  if (n_kv > r_.remaining() / 13 || n_tensors > r_.remaining() / 32)
+  if (n_kv > r_.remaining() / 13 || n_tensors > r_.remaining() / 32 || n_tensors > kMaxTensors)
     return DataLoss(name(), 8, absl::StrCat("counts (", n_tensors, " tensors, ", n_kv,
                                             " metadata keys) exceed the file size"));
   ATOMSERVE_RETURN_IF_ERROR(ReadMetadata(n_kv, &f));

@@ -4,13 +4,11 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
-#include <limits>
 #include <set>
 
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "common/mapped_file.h"
 #include "common/status.h"
 #include "runtime/checkpoint.h"

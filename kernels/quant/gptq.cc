@@ -171,9 +171,7 @@ class GptqRowChunk {
       out_->keeper_scales[r_begin_ + r] = bits;
       const float scale = HalfBitsToFloat(bits);
       int8_t* codes = out_->keeper_row(r_begin_ + r);
-      for (int64_t j = 0; j < keeper; ++j) {
-        codes[j] = static_cast<int8_t>(QuantizeSymmetric(values[j], scale, kInt8Min, kInt8Max));
-      }
+      QuantizeSymmetricSpan(values.data(), keeper, scale, kInt8Min, kInt8Max, codes);
     }
   }
 

@@ -16,10 +16,7 @@ constexpr int kKvCodeMax = 15;
 constexpr int64_t kMinTokensPerChunk = 8;
 
 int KvCode(float x, float zero, float scale) {
-  if (scale == 0.0f) return 0;
-  const float q = RoundHalfAway((x - zero) / scale);
-  if (std::isnan(q)) return 0;
-  return static_cast<int>(std::clamp(q, 0.0f, static_cast<float>(kKvCodeMax)));
+  return scale == 0.0f ? 0 : RoundClamp((x - zero) / scale, 0, kKvCodeMax);
 }
 
 absl::Status CheckKvShape(int64_t tokens, int64_t heads, int64_t head_dim) {

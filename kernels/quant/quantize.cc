@@ -17,18 +17,14 @@ void QuantizeGroupInt4(const float* v, int64_t len, float clip, uint16_t* scale_
   *scale_bits = Int4ScaleBits(AbsMax(v, len), clip);
   const float scale = HalfBitsToFloat(*scale_bits);
   int8_t codes[kGroupSize] = {};  // zero padding past len
-  for (int64_t i = 0; i < len; ++i) {
-    codes[i] = static_cast<int8_t>(QuantizeSymmetric(v[i], scale, kInt4Min, kInt4Max));
-  }
+  QuantizeSymmetricSpan(v, len, scale, kInt4Min, kInt4Max, codes);
   PackInt4(codes, kGroupSize, packed);
 }
 
 void QuantizeKeepersInt8(const float* v, int64_t len, uint16_t* scale_bits, int8_t* codes) {
   *scale_bits = Int8ScaleBits(AbsMax(v, len));
   const float scale = HalfBitsToFloat(*scale_bits);
-  for (int64_t i = 0; i < len; ++i) {
-    codes[i] = static_cast<int8_t>(QuantizeSymmetric(v[i], scale, kInt8Min, kInt8Max));
-  }
+  QuantizeSymmetricSpan(v, len, scale, kInt8Min, kInt8Max, codes);
 }
 
 }  // namespace

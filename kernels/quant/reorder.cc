@@ -102,6 +102,12 @@ void PermuteColumns(const float* w, int64_t rows, int64_t k, std::span<const int
   }
 }
 
+void PermuteRows(const float* w, int64_t cols, std::span<const int32_t> perm, float* out) {
+  for (size_t j = 0; j < perm.size(); ++j) {
+    std::copy_n(w + static_cast<int64_t>(perm[j]) * cols, cols, out + static_cast<int64_t>(j) * cols);
+  }
+}
+
 void PermuteSymmetric(const double* h, int64_t k, std::span<const int32_t> perm, double* out) {
   for (int64_t i = 0; i < k; ++i) {
     const double* src = h + static_cast<int64_t>(perm[i]) * k;

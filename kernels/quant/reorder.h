@@ -51,6 +51,13 @@ std::vector<double> HessianDiagonal(std::span<const double> hessian, int64_t k);
 // alias w.
 void PermuteColumns(const float* w, int64_t rows, int64_t k, std::span<const int32_t> perm, float* out);
 
+// out[j, :] = w[perm[j], :] for w[rows = perm.size(), cols]: reorders OUTPUT
+// channels. Used for Atom's free reorder of the MLP: permuting the rows of
+// gate_proj and up_proj by down_proj's input perm makes silu(gate) * up come
+// out already reordered, so SiluMulQuantize runs with an empty perm. perm must
+// be valid; out must not alias w.
+void PermuteRows(const float* w, int64_t cols, std::span<const int32_t> perm, float* out);
+
 // out[i, j] = h[perm[i], perm[j]] for h[k, k]. perm must be valid; out must
 // not alias h.
 void PermuteSymmetric(const double* h, int64_t k, std::span<const int32_t> perm, double* out);

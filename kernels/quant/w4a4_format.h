@@ -136,8 +136,8 @@ struct W4A4Matrix {
   // Sizes every vector for (layout, rows). Existing storage is reused and its
   // contents are unspecified until a quantizer overwrites them.
   void Resize(const QuantLayout& new_layout, int64_t new_rows);
-  // kInvalidArgument when a vector's size does not match (layout, rows), e.g.
-  // for data read from a file.
+  // kInvalidArgument when the layout is invalid or a vector's size does not
+  // match (layout, rows), e.g. for data read from a file.
   absl::Status CheckConsistent() const;
 
   const uint8_t* packed_row(int64_t r) const { return packed.data() + r * layout.packed_row_bytes(); }
@@ -155,7 +155,7 @@ struct W4A4Matrix {
 
 // ── Scale and code rules ────────────────────────────────────────────────────
 
-// max |x[i]| over n values; NaNs are ignored, 0 for n == 0.
+// max |x[i]| over n values; NaNs are ignored, 0 for n == 0, inf counts.
 float AbsMax(const float* x, int64_t n);
 
 // fp16 bits of the INT4 group scale for a group whose max |v| is amax.
@@ -168,23 +168,28 @@ inline uint16_t Int8ScaleBits(float amax) {
   return FloatToHalfBits(std::min(amax / 127.0f, kHalfMax));
 }
 
-// std::round (ties away from zero) for every float, NaN and inf included.
-// Written with std::trunc because std::round stays a libm call under GCC's
-// default -ftrapping-math, while trunc inlines to one instruction; v - trunc(v)
-// is exact.
-inline float RoundHalfAway(float v) {
-  const float t = std::trunc(v);
-  return std::fabs(v - t) >= 0.5f ? t + std::copysign(1.0f, v) : t;
+// clamp(round_half_away(q), qmin, qmax), and 0 for NaN (+-inf saturates).
+// Branch-free so that loops over it vectorize (std::round and std::trunc do
+// not, under GCC's default -ftrapping-math): clamping to [qmin-1, qmax+1]
+// first changes nothing after the final clamp and keeps the int conversion in
+// range; q - trunc(q) is exact.
+inline int RoundClamp(float q, int qmin, int qmax) {
+  q = q == q ? q : 0.0f;
+  q = std::clamp(q, static_cast<float>(qmin - 1), static_cast<float>(qmax + 1));
+  int t = static_cast<int>(q);  // truncates toward zero
+  const float frac = q - static_cast<float>(t);
+  t += static_cast<int>(frac >= 0.5f) - static_cast<int>(frac <= -0.5f);
+  return std::clamp(t, qmin, qmax);
 }
 
 // clamp(round_half_away(x / scale), qmin, qmax); 0 when scale == 0 or when x
 // is NaN (inputs are expected finite; +-inf saturates).
 inline int QuantizeSymmetric(float x, float scale, int qmin, int qmax) {
-  if (scale == 0.0f) return 0;
-  const float q = RoundHalfAway(x / scale);
-  if (std::isnan(q)) return 0;
-  return static_cast<int>(std::clamp(q, static_cast<float>(qmin), static_cast<float>(qmax)));
+  return scale == 0.0f ? 0 : RoundClamp(x / scale, qmin, qmax);
 }
+
+// codes[i] = QuantizeSymmetric(x[i], scale, qmin, qmax) for i < n (vectorized).
+void QuantizeSymmetricSpan(const float* x, int64_t n, float scale, int qmin, int qmax, int8_t* codes);
 
 // ── Nibble packing ──────────────────────────────────────────────────────────
 

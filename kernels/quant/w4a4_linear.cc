@@ -13,7 +13,7 @@ namespace {
 // group is reused from L1 for all of them.
 constexpr int64_t kWeightTile = 4;
 // Tokens swept per pass over a thread's weight rows, so their unpacked codes
-// (kTokenBlock x K bytes) stay in L2.
+// (kTokenBlock x K int16) stay in L2.
 constexpr int64_t kTokenBlock = 64;
 
 // Row codes unpacked to one int16 per channel: the padded INT4 part followed
@@ -60,8 +60,8 @@ void UnpackRows(const W4A4Matrix& m, int64_t begin, int64_t end, UnpackedRows* u
       /*min_chunk=*/16);
 }
 
-// Exact int32 dot product (|products| <= 2^14, n <= 2^16); with a constant n
-// the compiler unrolls it into int16 pair multiply-adds.
+// Exact int32 dot product (|product| <= 2^14, so exact for n < 2^17); with a
+// constant n the compiler unrolls it into int16 pair multiply-adds.
 inline int32_t DotInt16(const int16_t* a, const int16_t* b, int64_t n) {
   int32_t sum = 0;
   for (int64_t i = 0; i < n; ++i) sum += static_cast<int32_t>(a[i]) * static_cast<int32_t>(b[i]);
@@ -125,7 +125,8 @@ absl::Status W4A4Linear(const W4A4Matrix& act, const W4A4Matrix& weight, const f
   if (absl::Status st = CheckOperands(act, weight); !st.ok()) return st;
   UnpackedRows a;
   UnpackRows(act, 0, act.rows, &a, pool);
-  // Work items are tiles of output rows so each thread unpacks whole tiles.
+  // Work items are tiles of output rows; each chunk of tiles unpacks its
+  // weight rows once.
   const int64_t tiles = (weight.rows + kWeightTile - 1) / kWeightTile;
   internal::ParallelRows(pool, tiles, [&](int64_t tile_begin, int64_t tile_end) {
     LinearOutputRows(a, weight, act.rows, residual, y, tile_begin * kWeightTile,

@@ -827,6 +827,12 @@ TEST_F(LoaderTest, GgufHugeLengthsAndCounts) {
     m.builder.SetKv("test.a", GgufValueType::kArray, Bytes<uint32_t>(4) + Bytes<uint64_t>(~0ull));
     ExpectError(LoadGguf(WriteGguf(m.builder.Build().bytes)).status(), absl::StatusCode::kDataLoss, "count");
   }
+  {  // one array of 5M one-byte elements: fits the file, exceeds the element cap
+    TinyGguf m = MakeTinyGguf();
+    m.builder.SetKv("test.big", GgufValueType::kArray,
+                    Bytes<uint32_t>(0) + Bytes<uint64_t>(5u << 20) + std::string(5u << 20, '\x01'));
+    ExpectError(LoadGguf(WriteGguf(m.builder.Build().bytes)).status(), absl::StatusCode::kDataLoss, "elements");
+  }
   {  // array of arrays nested beyond the depth limit
     TinyGguf m = MakeTinyGguf();
     std::string v;

@@ -242,6 +242,35 @@ INSTANTIATE_TEST_SUITE_P(Shapes, FusedQuantizeTest, testing::ValuesIn(kShapes),
                            return absl::StrCat("K", info.param.k, "_keeper", info.param.keeper);
                          });
 
+TEST(FusedQuantizeTest, PermutedGateUpRowsMakeSiluMulReorderFree) {
+  // Atom's free MLP reorder: permuting gate/up_proj rows by down_proj's perm
+  // lets SiluMulQuantize run with an identity perm and give the same result.
+  const int64_t tokens = 5, hidden = 64, inter = 1536;
+  const std::vector<float> x = RandomNormal(tokens * hidden, 81);
+  const std::vector<float> wg = RandomNormal(inter * hidden, 82, 0.2f);
+  const std::vector<float> wu = RandomNormal(inter * hidden, 83, 0.2f);
+  const std::vector<int32_t> perm = RandomPermutation(inter, 84);
+  auto matmul = [&](const std::vector<float>& w) {
+    std::vector<float> y(tokens * inter, 0.0f);
+    for (int64_t t = 0; t < tokens; ++t) {
+      for (int64_t n = 0; n < inter; ++n) {
+        for (int64_t i = 0; i < hidden; ++i) y[t * inter + n] += x[t * hidden + i] * w[n * hidden + i];
+      }
+    }
+    return y;
+  };
+  std::vector<float> wg_perm(wg.size()), wu_perm(wu.size());
+  PermuteRows(wg.data(), hidden, perm, wg_perm.data());
+  PermuteRows(wu.data(), hidden, perm, wu_perm.data());
+  const std::vector<float> gate = matmul(wg), up = matmul(wu);
+  const std::vector<float> gate_perm = matmul(wg_perm), up_perm = matmul(wu_perm);
+  W4A4Matrix online, offline;
+  ASSERT_TRUE(SiluMulQuantize(gate.data(), up.data(), tokens, inter, perm, QuantRecipe{}, &online, nullptr).ok());
+  ASSERT_TRUE(
+      SiluMulQuantize(gate_perm.data(), up_perm.data(), tokens, inter, {}, QuantRecipe{}, &offline, nullptr).ok());
+  ExpectSameMatrix(online, offline);
+}
+
 TEST(FusedQuantizeTest, RmsNormMatchesDirectFormula) {
   // Dequantized output tracks the fp32 RMSNorm of the input.
   const int64_t k = 576, tokens = 4;

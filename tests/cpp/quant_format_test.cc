@@ -1,5 +1,6 @@
 // Tests of the W4A4 storage format: fp16 scale conversions, recipe and layout
 // validation, nibble packing.
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -200,18 +201,55 @@ TEST(PackTest, RoundTripsEveryPairAndRandomRows) {
   }
 }
 
-TEST(ScaleRulesTest, RoundHalfAwayEqualsStdRound) {
-  for (float v : {0.5f, -0.5f, 1.5f, -2.5f, 0.49999997f, -0.49999997f, 8388607.5f, 8388609.0f, -0.0f, 1e30f,
-                  std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity()}) {
-    EXPECT_EQ(RoundHalfAway(v), std::round(v)) << v;
+// The definition RoundClamp implements without branches.
+int RoundClampReference(float q, int qmin, int qmax) {
+  if (std::isnan(q)) return 0;
+  return static_cast<int>(std::clamp(std::round(q), static_cast<float>(qmin), static_cast<float>(qmax)));
+}
+
+TEST(ScaleRulesTest, RoundClampEqualsClampedStdRound) {
+  for (float v : {0.5f, -0.5f, 1.5f, -2.5f, 0.49999997f, -0.49999997f, 6.5f, 7.49999f, 7.5f, -8.5f, -8.50001f,
+                  8388607.5f, -0.0f, 1e30f, -1e30f, std::numeric_limits<float>::infinity(),
+                  -std::numeric_limits<float>::infinity(), std::nanf("")}) {
+    EXPECT_EQ(RoundClamp(v, -8, 7), RoundClampReference(v, -8, 7)) << v;
+    EXPECT_EQ(RoundClamp(v, 0, 15), RoundClampReference(v, 0, 15)) << v;
+    EXPECT_EQ(RoundClamp(v, -128, 127), RoundClampReference(v, -128, 127)) << v;
   }
-  EXPECT_TRUE(std::isnan(RoundHalfAway(std::nanf(""))));
   std::mt19937 rng(5);
-  std::uniform_real_distribution<float> dist(-20.0f, 20.0f);
+  std::uniform_real_distribution<float> dist(-200.0f, 200.0f);
   for (int i = 0; i < 1000000; ++i) {
     const float v = i % 2 ? dist(rng) : std::floor(dist(rng)) + 0.5f;  // half the samples are ties
-    ASSERT_EQ(RoundHalfAway(v), std::round(v)) << v;
+    ASSERT_EQ(RoundClamp(v, -128, 127), RoundClampReference(v, -128, 127)) << v;
+    ASSERT_EQ(RoundClamp(v * 0.05f, -8, 7), RoundClampReference(v * 0.05f, -8, 7)) << v;
   }
+}
+
+TEST(ScaleRulesTest, AbsMaxIgnoresNan) {
+  const float inf = std::numeric_limits<float>::infinity();
+  const std::vector<float> v = {1.0f, -3.5f, std::nanf(""), 2.0f, -0.0f};
+  EXPECT_EQ(AbsMax(v.data(), 5), 3.5f);
+  EXPECT_EQ(AbsMax(v.data(), 0), 0.0f);
+  const std::vector<float> w = {-inf, 1.0f};
+  EXPECT_EQ(AbsMax(w.data(), 2), inf);
+  std::mt19937 rng(6);
+  std::normal_distribution<float> dist;
+  std::vector<float> x(1001);
+  for (float& f : x) f = dist(rng);
+  float want = 0.0f;
+  for (float f : x) want = std::max(want, std::fabs(f));
+  EXPECT_EQ(AbsMax(x.data(), 1001), want);
+}
+
+TEST(ScaleRulesTest, QuantizeSymmetricSpanMatchesScalar) {
+  std::mt19937 rng(8);
+  std::normal_distribution<float> dist(0.0f, 3.0f);
+  std::vector<float> x(333);
+  for (float& f : x) f = dist(rng);
+  std::vector<int8_t> codes(333, 99);
+  QuantizeSymmetricSpan(x.data(), 333, 0.37f, -8, 7, codes.data());
+  for (size_t i = 0; i < x.size(); ++i) EXPECT_EQ(codes[i], QuantizeSymmetric(x[i], 0.37f, -8, 7));
+  QuantizeSymmetricSpan(x.data(), 333, 0.0f, -8, 7, codes.data());
+  for (int8_t c : codes) EXPECT_EQ(c, 0);
 }
 
 TEST(ScaleRulesTest, QuantizeSymmetricRoundsHalfAwayAndClamps) {

@@ -72,6 +72,7 @@ def run_case(build_dir, model_path, tmp_path, label):
                                        weights=[r["positions"] for r in results])),
         "max_rel_err": max(r["max_rel_err"] for r in results),
         "mean_rel_err": float(np.mean([r["mean_rel_err"] for r in results])),
+        "max_disagree_gap": max(r["max_disagree_gap"] for r in results),
     }
     print("AGREEMENT", json.dumps(summary))
     return summary
@@ -80,13 +81,17 @@ def run_case(build_dir, model_path, tmp_path, label):
 def test_smollm2_q4_1_matches_llama_cpp(build_dir, smollm2_path, tmp_path):
     s = run_case(build_dir, smollm2_path, tmp_path, "smollm2-q4_1")
     # llama.cpp rounds activations to 8 bits for Q4_1 products; we do not.
-    assert s["mean_rel_err"] < 0.05, s
-    assert s["top1_agree"] >= 0.95, s
+    # Measured (2026-11-21): mean rel err 0.037, top-1 agreement 0.9625, the
+    # differing choices within 0.6 logits of a tie in llama.cpp's own logits.
+    assert s["mean_rel_err"] < 0.06, s
+    assert s["top1_agree"] >= 0.93, s
+    assert s["max_disagree_gap"] < 1.5, s
 
 
 def test_smollm2_f32_matches_llama_cpp(build_dir, smollm2_path, tmp_path):
     f32 = tmp_path / "smollm2-f32.gguf"
     dequantize_to_f32(smollm2_path, f32)
     s = run_case(build_dir, f32, tmp_path, "smollm2-f32")
-    assert s["max_rel_err"] < 1e-3, s
+    # Measured (2026-11-21): max rel err 6.1e-6, mean 1.1e-6, top-1 1.0.
+    assert s["max_rel_err"] < 1e-4, s
     assert s["top1_agree"] == 1.0, s

@@ -41,7 +41,8 @@ def test_safetensors_matches_llama_cpp(build_dir, checkpoint, tmp_path):
     ours = atomserve_logits(build_dir, d / "hf", ids, tmp_path)
     a = agreement(ours, ref)
     print("AGREEMENT", json.dumps(dict(case="random-llama safetensors vs llama.cpp f32", **a)))
-    assert a["max_rel_err"] < 1e-3, a
+    # Measured (2026-11-21): max rel err 5.3e-7, top-1 1.0.
+    assert a["max_rel_err"] < 1e-4, a
     assert a["top1_agree"] == 1.0, a
 
 
