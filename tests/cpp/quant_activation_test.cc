@@ -63,6 +63,7 @@ void ExpectSameMatrix(const W4A4Matrix& a, const W4A4Matrix& b) {
 struct Shape {
   int64_t k;
   int keeper;
+  friend void PrintTo(const Shape& s, std::ostream* os) { *os << "K=" << s.k << " keeper=" << s.keeper; }
 };
 const Shape kShapes[] = {{576, 128}, {576, 0}, {1536, 128}, {1536, 64}, {200, 64}, {200, 0}, {128, 128}};
 

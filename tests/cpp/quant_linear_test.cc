@@ -29,6 +29,9 @@ std::vector<float> RandomNormal(int64_t n, uint32_t seed, float stddev = 1.0f) {
 struct Shape {
   int64_t tokens, n, k;
   int keeper;
+  friend void PrintTo(const Shape& s, std::ostream* os) {
+    *os << "T=" << s.tokens << " N=" << s.n << " K=" << s.k << " keeper=" << s.keeper;
+  }
 };
 const Shape kShapes[] = {{1, 64, 576, 128},  {7, 96, 576, 0},   {33, 40, 1536, 128},
                          {5, 17, 1536, 64},  {70, 9, 200, 64},  {3, 30, 200, 0},

@@ -153,6 +153,55 @@ TEST_F(GptqFixture, GroupScalesComeFromUpdatedWeights) {
   EXPECT_GT(later_differ, kN / 2);
 }
 
+// Unblocked GPTQ, one row at a time, straight from the paper: the blocked,
+// lazily-updated implementation must agree with it.
+std::vector<float> NaiveGptqDequantized(const std::vector<float>& w, const std::vector<double>& u, int64_t n,
+                                        int64_t k, int64_t keeper, float clip) {
+  const int64_t normal_k = k - keeper;
+  std::vector<float> out(n * k);
+  for (int64_t r = 0; r < n; ++r) {
+    std::vector<double> row(w.begin() + r * k, w.begin() + (r + 1) * k);
+    float scale = 0.0f;
+    for (int64_t i = 0; i < normal_k; ++i) {
+      if (i % 128 == 0) {
+        float amax = 0.0f;
+        for (int64_t j = i; j < std::min(normal_k, i + 128); ++j) amax = std::max(amax, std::fabs(float(row[j])));
+        scale = RoundToHalf((clip * amax) / 7.0f);
+      }
+      const int q = QuantizeSymmetric(static_cast<float>(row[i]), scale, -8, 7);
+      out[r * k + i] = q * scale;
+      const double err = (row[i] - double(q) * scale) / u[i * k + i];
+      for (int64_t j = i + 1; j < k; ++j) row[j] -= err * u[i * k + j];
+    }
+    float amax = 0.0f;
+    for (int64_t j = normal_k; j < k; ++j) amax = std::max(amax, std::fabs(float(row[j])));
+    const float kscale = RoundToHalf(amax / 127.0f);
+    for (int64_t j = normal_k; j < k; ++j) {
+      out[r * k + j] = QuantizeSymmetric(static_cast<float>(row[j]), kscale, -128, 127) * kscale;
+    }
+  }
+  return out;
+}
+
+TEST_F(GptqFixture, MatchesUnblockedNaiveGptq) {
+  std::vector<float> wp(kN * kK);
+  std::vector<double> hp(kK * kK);
+  PermuteColumns(w.data(), kN, kK, perm, wp.data());
+  PermuteSymmetric(h.data(), kK, perm, hp.data());
+  const std::vector<double> u = *GptqInverseHessianFactor(hp, kK, 0.01, nullptr, nullptr);
+  const std::vector<float> want = NaiveGptqDequantized(wp, u, kN, kK, 64, 0.85f);
+  QuantRecipe recipe;
+  recipe.keeper = 64;
+  const W4A4Matrix q = *QuantizeWeightsGptq(wp.data(), kN, kK, hp, recipe, &pool);
+  std::vector<float> got(kN * kK);
+  ASSERT_TRUE(Dequantize(q, {}, got.data(), nullptr).ok());
+  // Summation order differs (lazy block updates), so a value sitting exactly
+  // on a rounding boundary may flip; allow a handful.
+  int64_t mismatches = 0;
+  for (int64_t i = 0; i < kN * kK; ++i) mismatches += got[i] != want[i];
+  EXPECT_LE(mismatches, kN * kK / 1000) << mismatches;
+}
+
 TEST(GptqTest, InverseHessianFactor) {
   const int64_t k = 48;
   std::vector<float> x = CorrelatedInputs(200, k, 3);
