@@ -11,12 +11,12 @@ The figures are printed (pytest -s or the ctest log) and bounded below.
 """
 import json
 
-import gguf
 import numpy as np
 import pytest
 
 from llama_cpp_ref import agreement, atomserve_logits, llama_cpp_logits
 
+gguf = pytest.importorskip("gguf")
 pytest.importorskip("llama_cpp")
 
 PROMPTS = [
