@@ -40,7 +40,10 @@ struct ModelConfig {
   bool tie_word_embeddings = false;
 
   // Checks shapes and ratios (heads divide hidden, kv heads divide heads, ...).
-  // `source` names the file the values came from, for the error message.
+  // `source` names the file the values came from, for the error message; a
+  // source ending in ".json" gets Hugging Face key names in messages, anything
+  // else GGUF key names. head_dim == 0 means "hidden_size / num_heads" (the
+  // loaders fill it in after validating).
   absl::Status Validate(const std::string& source) const;
 };
 
