@@ -32,6 +32,7 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/cuda/act_quant.h"
@@ -233,6 +234,7 @@ struct GemmRow {
   double bf16_us = 0, fp8_us = 0, w4a4_us = 0;
   const char* alt_names[3] = {nullptr, nullptr, nullptr};  // --paths: forced kernels
   double alt_us[3] = {0, 0, 0};
+  std::vector<std::pair<std::string, double>> variants;  // always timed: the candidate kernels
   double w4a4_weight_bytes = 0, bf16_weight_bytes = 0;
   double ops = 0;
 };
@@ -279,6 +281,23 @@ GemmRow BenchGemm(const GemmShape& s, int m, const Options& opt, Blas& blas, siz
           copies, opt.reps(), stream);
     };
     row.w4a4_us = time_path(W4A4GemmPath::kAuto, W4A4TileConfig::kAuto);
+    if (decode) {
+      if (m <= 16) {
+        W4A4GemmOptions o;
+        o.path = W4A4GemmPath::kSkinny;
+        o.skinny_rows = W4A4SkinnyRows::k16;
+        row.variants.emplace_back("skinny16rows", TimeUs(
+            [&](int r) {
+              BENCH_CHECK(W4A4Gemm<__nv_bfloat16>(a[r].view(), w[r].view(), nullptr, y[r].data(), stream, o));
+            },
+            copies, opt.reps(), stream));
+      }
+    } else {
+      row.variants.emplace_back("tiled128", time_path(W4A4GemmPath::kTiled, W4A4TileConfig::k128x128));
+      row.variants.emplace_back("wgmma128", time_path(W4A4GemmPath::kWgmma, W4A4TileConfig::k128x128));
+      row.variants.emplace_back("wgmma128split", time_path(W4A4GemmPath::kWgmma, W4A4TileConfig::k128x128SplitN));
+      row.variants.emplace_back("wgmma64", time_path(W4A4GemmPath::kWgmma, W4A4TileConfig::k64x64));
+    }
     if (opt.paths) {
       if (m <= kSkinnyMaxTokens) {
         row.alt_names[0] = "skinny";
@@ -438,6 +457,7 @@ int Main(int argc, char** argv) {
       for (int a = 0; a < 3; ++a) {
         if (r.alt_names[a] != nullptr) std::printf("   %s %.2f", r.alt_names[a], r.alt_us[a]);
       }
+      for (const auto& [name, us] : r.variants) std::printf("   %s %.2f", name.c_str(), us);
       std::printf("\n");
       std::fflush(stdout);
     }
@@ -483,7 +503,32 @@ int Main(int argc, char** argv) {
   std::printf("\n=== Fused activation quantization (bf16 in, W4A4 out, keeper 128; GB/s = bytes read + written) ===\n");
   std::printf("%-8s %6s %6s | %9s %9s\n", "op", "tokens", "K", "us", "GB/s");
   for (const ActRow& r : act_rows) {
-    std::printf("%-8s %6d %6d | %9.2f %9.0f\n", r.op.c_str(), r.tokens, r.k, r.us, r.bytes / r.us / 1e3);
+    std::printf("%-8s %6d %6d | %9.2f %9.0f  (%.0f%% of 4300 GB/s)\n", r.op.c_str(), r.tokens, r.k, r.us,
+                r.bytes / r.us / 1e3, r.bytes / r.us / 1e3 / 43.0);
+  }
+  // Last (the tail of the log): one line per shape, every variant's speedup
+  // over cuBLAS BF16 (time ratio; > 1 is faster), and the best over FP8.
+  std::printf("\n=== Variants: x cuBLAS BF16 (bf16 time / variant time); '-' = not run ===\n");
+  const char* kVariantNames[] = {"auto", "tiled128", "wgmma128", "wgmma128split", "wgmma64", "skinny16rows"};
+  std::printf("%-4s %-18s %5s |", "", "layer", "M");
+  for (const char* v : kVariantNames) std::printf(" %13s", v);
+  std::printf(" | %8s %9s\n", "best/fp8", "best TOPS");
+  for (const GemmRow& r : rows) {
+    std::printf("%-4s %-18.18s %5d |", r.model.c_str(), r.layer.c_str(), r.m);
+    double best = r.w4a4_us;
+    for (const char* v : kVariantNames) {
+      double us = std::strcmp(v, "auto") == 0 ? r.w4a4_us : 0.0;
+      for (const auto& [name, t] : r.variants) {
+        if (name == v) us = t;
+      }
+      if (us > 0) {
+        best = std::min(best, us);
+        std::printf(" %12.2fx", r.bf16_us / us);
+      } else {
+        std::printf(" %13s", "-");
+      }
+    }
+    std::printf(" | %7.2fx %9.1f\n", r.fp8_us > 0 ? r.fp8_us / best : 0.0, r.ops / best / 1e6);
   }
   CUBLAS_CHECK(cublasLtDestroy(blas.lt));
   CUBLAS_CHECK(cublasDestroy(blas.handle));

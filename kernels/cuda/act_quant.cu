@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
@@ -15,9 +16,12 @@
 namespace atomserve::cuda {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kWarps = kThreads / 32;
 constexpr int kGroup = 128;
+// Threads per block (one block per token): 256, or 1024 for rows whose
+// staging buffer leaves room for only one or two blocks per SM.
+constexpr int kSmallThreads = 256;
+constexpr int kLargeThreads = 1024;
+constexpr int64_t kLargeRowBytes = 48 * 1024;
 // Largest dynamic shared memory a block may ask for on sm_90 (227 KB).
 constexpr int kMaxSmemBytes = 227 * 1024;
 
@@ -71,6 +75,7 @@ __device__ __forceinline__ float WarpMax(float v) {
 
 // Block-wide reductions in a fixed order (deterministic); scratch holds kWarps
 // values; every thread gets the result.
+template <int kWarps>
 __device__ double BlockSum(double v, double* scratch) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -83,6 +88,7 @@ __device__ double BlockSum(double v, double* scratch) {
   for (int w = 0; w < kWarps; ++w) sum += scratch[w];
   return sum;
 }
+template <int kWarps>
 __device__ float BlockMax(float v, float* scratch) {
   v = WarpMax(v);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -106,48 +112,102 @@ struct Vec {
   }
 };
 
-// Stage 1: row[c] = the op's float output for channel c (input order);
-// returns the sum of squares (kRmsNorm) of this thread's channels.
+// What the row buffer holds per channel: the op's float output for SiLU·up,
+// else the input element itself (exact; half the bytes for 16-bit inputs).
 template <ActOp kOp, typename InT>
-__device__ double StageRow(const ActParams<InT>& p, int64_t t, float* row) {
+using StageT = std::conditional_t<kOp == ActOp::kSiluMul, float, InT>;
+
+// Stage 1: row[c] (input order) = the input element (kReorder, kRmsNorm; and
+// wrow[c] = the RMSNorm weight) or the SiLU·up float; returns the sum of
+// squares (kRmsNorm) of this thread's channels. The vector path issues up to
+// 4 independent 16-byte loads per thread before using any of them.
+template <ActOp kOp, typename InT, int kThreads>
+__device__ double StageRow(const ActParams<InT>& p, int64_t t, StageT<kOp, InT>* row, InT* wrow) {
   const InT* x = p.x + t * p.row_stride;
   const InT* up = kOp == ActOp::kSiluMul ? p.up + t * p.row_stride : nullptr;
   double ss = 0.0;
-  auto put = [&](int c, float xv, float uv) {
-    float v = xv;
-    if constexpr (kOp == ActOp::kSiluMul) v = SiluMul(xv, uv);
-    if constexpr (kOp == ActOp::kRmsNorm) ss += static_cast<double>(xv) * xv;
-    row[c] = v;
-  };
   if (p.vector_loads) {
     constexpr int V = Vec<InT>::kSize;
-    for (int i = threadIdx.x; i < p.k / V; i += kThreads) {
-      float xv[V], uv[V];
-      Vec<InT>::Load(x + i * V, xv);
-      if constexpr (kOp == ActOp::kSiluMul) Vec<InT>::Load(up + i * V, uv);
+    constexpr int kU = 4;
+    const int nv = p.k / V;
+    for (int i0 = threadIdx.x; i0 < nv; i0 += kU * kThreads) {
+      uint4 xr[kU], ur[kU], wr[kU];
 #pragma unroll
-      for (int e = 0; e < V; ++e) put(i * V + e, xv[e], kOp == ActOp::kSiluMul ? uv[e] : 0.0f);
+      for (int u = 0; u < kU; ++u) {
+        const int i = i0 + u * kThreads;
+        if (i < nv) {
+          xr[u] = __ldg(reinterpret_cast<const uint4*>(x) + i);
+          if constexpr (kOp == ActOp::kSiluMul) ur[u] = __ldg(reinterpret_cast<const uint4*>(up) + i);
+          if constexpr (kOp == ActOp::kRmsNorm) wr[u] = __ldg(reinterpret_cast<const uint4*>(p.weight) + i);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kU; ++u) {
+        const int i = i0 + u * kThreads;
+        if (i >= nv) break;
+        const InT* xe = reinterpret_cast<const InT*>(&xr[u]);
+        if constexpr (kOp == ActOp::kSiluMul) {
+          const InT* ue = reinterpret_cast<const InT*>(&ur[u]);
+          float out[V];
+#pragma unroll
+          for (int e = 0; e < V; ++e) out[e] = SiluMul(ToFloat(xe[e]), ToFloat(ue[e]));
+#pragma unroll
+          for (int e = 0; e < V; e += 4) {
+            *reinterpret_cast<float4*>(row + i * V + e) = make_float4(out[e], out[e + 1], out[e + 2], out[e + 3]);
+          }
+        } else {
+          *reinterpret_cast<uint4*>(row + i * V) = xr[u];
+          if constexpr (kOp == ActOp::kRmsNorm) {
+            *reinterpret_cast<uint4*>(wrow + i * V) = wr[u];
+#pragma unroll
+            for (int e = 0; e < V; ++e) {
+              const float xv = ToFloat(xe[e]);
+              ss += static_cast<double>(xv) * xv;
+            }
+          }
+        }
+      }
     }
   } else {
     for (int c = threadIdx.x; c < p.k; c += kThreads) {
-      put(c, ToFloat(x[c]), kOp == ActOp::kSiluMul ? ToFloat(up[c]) : 0.0f);
+      const float xv = ToFloat(x[c]);
+      if constexpr (kOp == ActOp::kSiluMul) {
+        row[c] = SiluMul(xv, ToFloat(up[c]));
+      } else {
+        row[c] = x[c];
+        if constexpr (kOp == ActOp::kRmsNorm) {
+          wrow[c] = p.weight[c];
+          ss += static_cast<double>(xv) * xv;
+        }
+      }
     }
   }
   return ss;
 }
 
+// Row buffer bytes: the staged row (16-byte multiple), then the RMSNorm weights.
 template <ActOp kOp, typename InT>
+int64_t RowBytes(int64_t k) {
+  const int64_t staged = (k * static_cast<int64_t>(sizeof(StageT<kOp, InT>)) + 15) / 16 * 16;
+  return staged + (kOp == ActOp::kRmsNorm ? k * static_cast<int64_t>(sizeof(InT)) : 0);
+}
+
+template <ActOp kOp, typename InT, int kThreads>
 __global__ void __launch_bounds__(kThreads) ActQuantKernel(const ActParams<InT> p) {
-  extern __shared__ __align__(16) float row[];  // [k] staged values, then scratch
+  constexpr int kWarps = kThreads / 32;
+  extern __shared__ __align__(16) uint8_t row_smem[];
+  using S = StageT<kOp, InT>;
+  S* row = reinterpret_cast<S*>(row_smem);
+  InT* wrow = reinterpret_cast<InT*>(row_smem + (p.k * static_cast<int>(sizeof(S)) + 15) / 16 * 16);
   __shared__ double dscratch[kWarps];
   __shared__ float fscratch[kWarps];
   const int64_t t = blockIdx.x;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 
-  const double ss = StageRow<kOp, InT>(p, t, row);
+  const double ss = StageRow<kOp, InT, kThreads>(p, t, row, wrow);
   float inv_rms = 1.0f;
   if constexpr (kOp == ActOp::kRmsNorm) {
-    const double total = BlockSum(ss, dscratch);
+    const double total = BlockSum<kWarps>(ss, dscratch);
     inv_rms = static_cast<float>(1.0 / sqrt(total / static_cast<double>(p.k) + static_cast<double>(p.eps)));
   } else {
     __syncthreads();
@@ -156,15 +216,34 @@ __global__ void __launch_bounds__(kThreads) ActQuantKernel(const ActParams<InT> 
   auto value = [&](int j) -> float {
     int c = p.perm != nullptr ? __ldg(p.perm + j) : j;
     c = static_cast<unsigned>(c) < static_cast<unsigned>(p.k) ? c : 0;
-    if constexpr (kOp == ActOp::kRmsNorm) return (row[c] * inv_rms) * ToFloat(__ldg(p.weight + c));
-    return row[c];
+    if constexpr (kOp == ActOp::kRmsNorm) return (ToFloat(row[c]) * inv_rms) * ToFloat(wrow[c]);
+    return ToFloat(row[c]);
+  };
+  // Values at quantized positions j0 .. j0 + 3 (j0 % 4 == 0; one 16-byte perm load).
+  auto value4 = [&](int j0, float (&v)[4]) {
+    if (p.perm != nullptr && j0 + 3 < p.normal_k) {
+      const int4 c4 = __ldg(reinterpret_cast<const int4*>(p.perm + j0));
+      const int cs[4] = {c4.x, c4.y, c4.z, c4.w};
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int c = static_cast<unsigned>(cs[i]) < static_cast<unsigned>(p.k) ? cs[i] : 0;
+        if constexpr (kOp == ActOp::kRmsNorm) {
+          v[i] = (ToFloat(row[c]) * inv_rms) * ToFloat(wrow[c]);
+        } else {
+          v[i] = ToFloat(row[c]);
+        }
+      }
+      return;
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) v[i] = j0 + i < p.normal_k ? value(j0 + i) : 0.0f;  // padding quantizes to 0
   };
 
   // Keeper channels: one INT8 scale over all of them (block-wide max).
   if (p.keeper > 0) {
     float m = 0.0f;
     for (int i = threadIdx.x; i < p.keeper; i += kThreads) m = fmaxf(m, fabsf(value(p.normal_k + i)));
-    const float amax = BlockMax(m, fscratch);
+    const float amax = BlockMax<kWarps>(m, fscratch);
     const uint16_t bits = HalfBits(fminf(amax / 127.0f, 65504.0f));
     const float scale = FromHalfBits(bits);
     int8_t* codes = p.keeper_codes + t * p.keeper;
@@ -179,12 +258,10 @@ __global__ void __launch_bounds__(kThreads) ActQuantKernel(const ActParams<InT> 
   for (int g = warp; g < p.groups; g += kWarps) {
     const int j0 = g * kGroup + lane * 4;
     float v[4];
+    value4(j0, v);
     float m = 0.0f;
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      v[i] = j0 + i < p.normal_k ? value(j0 + i) : 0.0f;  // padding quantizes to 0
-      m = fmaxf(m, fabsf(v[i]));
-    }
+    for (int i = 0; i < 4; ++i) m = fmaxf(m, fabsf(v[i]));
     const float amax = WarpMax(m);
     const uint16_t bits = HalfBits(fminf((p.clip * amax) / 7.0f, 65504.0f));
     const float scale = FromHalfBits(bits);
@@ -210,7 +287,7 @@ absl::Status Launch(const ActParams<InT>& base, int64_t tokens, const DeviceW4A4
   if (tokens > std::numeric_limits<int32_t>::max()) {
     return absl::InvalidArgumentError("activation quantization: too many tokens");
   }
-  const int64_t smem = out.layout.k * static_cast<int64_t>(sizeof(float));
+  const int64_t smem = RowBytes<kOp, InT>(out.layout.k);
   if (smem > kMaxSmemBytes) {
     return absl::InvalidArgumentError(
         absl::StrCat("activation quantization: K=", out.layout.k, " exceeds the shared-memory row buffer"));
@@ -227,12 +304,13 @@ absl::Status Launch(const ActParams<InT>& base, int64_t tokens, const DeviceW4A4
   p.keeper_scales = out.keeper_scales;
   constexpr int V = Vec<InT>::kSize;
   p.vector_loads = input_aligned && p.k % V == 0 && p.row_stride % V == 0;
-  auto* kernel = &ActQuantKernel<kOp, InT>;
+  const bool large = smem > kLargeRowBytes;
+  auto* kernel = large ? &ActQuantKernel<kOp, InT, kLargeThreads> : &ActQuantKernel<kOp, InT, kSmallThreads>;
   if (smem > 48 * 1024) {
     ATOMSERVE_CUDA_RETURN_IF_ERROR(
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   }
-  kernel<<<static_cast<unsigned>(tokens), kThreads, static_cast<size_t>(smem), stream>>>(p);
+  kernel<<<static_cast<unsigned>(tokens), large ? kLargeThreads : kSmallThreads, static_cast<size_t>(smem), stream>>>(p);
   ATOMSERVE_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return absl::OkStatus();
 }
@@ -255,7 +333,7 @@ absl::Status RmsNormReorderQuantize(const InT* x, const InT* norm_weight, float 
   p.eps = eps;
   p.clip = act_clip;
   p.perm = perm;
-  return Launch<ActOp::kRmsNorm>(p, tokens, out, stream, Aligned16(x));
+  return Launch<ActOp::kRmsNorm>(p, tokens, out, stream, Aligned16(x) && Aligned16(norm_weight));
 }
 
 template <typename InT>

@@ -11,6 +11,7 @@
 #include "common/status.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/w4a4_gemm.cuh"
+#include "kernels/cuda/w4a4_gemm_sm90.cuh"
 
 namespace atomserve::cuda {
 namespace {
@@ -28,6 +29,13 @@ using SkinnyM64 = w4a4::SkinnyPolicy<1, 8, 3, 1>;
 // when the large tiles would not fill the GPU once.
 using TiledLarge = w4a4::TiledPolicy<128, 128, 2, 4, 4>;
 using TiledSmall = w4a4::TiledPolicy<64, 64, 2, 2, 4>;
+// Decode with 16 rows per block (W4A4SkinnyRows::k16).
+using SkinnyM8R16 = w4a4::SkinnyPolicy<1, 1, 4, 3>;
+using SkinnyM16R16 = w4a4::SkinnyPolicy<1, 2, 4, 3>;
+// Hopper wgmma: 2 warpgroups x m64n128 (5 packed stages), 1 warpgroup x m64n64.
+using WgmmaLarge = w4a4::WgmmaPolicy<2, 128, 5, false>;
+using WgmmaLargeSplit = w4a4::WgmmaPolicy<2, 128, 5, true>;
+using WgmmaSmall = w4a4::WgmmaPolicy<1, 64, 5, false>;
 
 // Opt-in dynamic shared memory limit of sm_90 (227 KB).
 constexpr int64_t kMaxSmemPerBlock = 227 * 1024;
@@ -90,6 +98,16 @@ absl::Status LaunchTiled(const GemmParams& p, cudaStream_t stream) {
   return absl::OkStatus();
 }
 
+template <class P, typename OutT, bool kAccMode>
+absl::Status LaunchWgmma(const GemmParams& p, cudaStream_t stream) {
+  auto* kernel = &w4a4::W4A4WgmmaKernel<P, OutT, kAccMode>;
+  ATOMSERVE_RETURN_IF_ERROR(AllowSharedMemory(kernel, P::kSmemBytes));
+  const int64_t blocks = static_cast<int64_t>((p.m + P::kBM - 1) / P::kBM) * ((p.n + P::kBN - 1) / P::kBN);
+  kernel<<<static_cast<unsigned>(blocks), P::kThreads, P::kSmemBytes, stream>>>(p);
+  ATOMSERVE_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return absl::OkStatus();
+}
+
 template <typename OutT, bool kAccMode>
 absl::Status Dispatch(const GemmParams& p, const W4A4GemmOptions& options, cudaStream_t stream) {
   W4A4GemmPath path = options.path;
@@ -103,6 +121,11 @@ absl::Status Dispatch(const GemmParams& p, const W4A4GemmOptions& options, cudaS
     // The scales of the block's rows and of every token sit in shared memory:
     // beyond its budget (K of ~100k and more) only the tiled path works.
     if (SkinnySmemFor(p.m, p.groups) <= kMaxSmemPerBlock) {
+      if (options.skinny_rows == W4A4SkinnyRows::k16 && p.m <= SkinnyM16R16::kTokens &&
+          w4a4::SkinnySmemBytes<SkinnyM16R16>(p.groups, p.m) <= kMaxSmemPerBlock) {
+        if (p.m <= SkinnyM8R16::kTokens) return LaunchSkinny<SkinnyM8R16, OutT, kAccMode>(p, stream);
+        return LaunchSkinny<SkinnyM16R16, OutT, kAccMode>(p, stream);
+      }
       if (p.m <= SkinnyM8::kTokens) return LaunchSkinny<SkinnyM8, OutT, kAccMode>(p, stream);
       if (p.m <= SkinnyM16::kTokens) return LaunchSkinny<SkinnyM16, OutT, kAccMode>(p, stream);
       if (p.m <= SkinnyM32::kTokens) return LaunchSkinny<SkinnyM32, OutT, kAccMode>(p, stream);
@@ -119,6 +142,12 @@ absl::Status Dispatch(const GemmParams& p, const W4A4GemmOptions& options, cudaS
                                  ((p.n + TiledLarge::kBN - 1) / TiledLarge::kBN);
     tile = large_blocks >= MultiprocessorCount() ? W4A4TileConfig::k128x128 : W4A4TileConfig::k64x64;
   }
+  if (path == W4A4GemmPath::kWgmma) {
+    if (tile == W4A4TileConfig::k128x128) return LaunchWgmma<WgmmaLarge, OutT, kAccMode>(p, stream);
+    if (tile == W4A4TileConfig::k128x128SplitN) return LaunchWgmma<WgmmaLargeSplit, OutT, kAccMode>(p, stream);
+    return LaunchWgmma<WgmmaSmall, OutT, kAccMode>(p, stream);
+  }
+  if (tile == W4A4TileConfig::k128x128SplitN) tile = W4A4TileConfig::k128x128;
   if (tile == W4A4TileConfig::k128x128) return LaunchTiled<TiledLarge, OutT, kAccMode>(p, stream);
   return LaunchTiled<TiledSmall, OutT, kAccMode>(p, stream);
 }

@@ -18,6 +18,9 @@
 //            shared memory (deterministic);
 //   kTiled   (prefill): 128x128 block tiles (64x64 when the GPU would not be
 //            filled), a 4-stage cp.async pipeline over K groups.
+//   kWgmma   (prefill, opt-in until measured): Hopper wgmma.mma_async s8 with
+//            A in registers and B unpacked once per k-tile into swizzled
+//            shared memory (w4a4_gemm_sm90.cuh).
 // kernels/cuda/README.md has the details.
 //
 // Numerics: the int32 group accumulators equal quant::W4A4Accumulators
@@ -102,7 +105,9 @@ absl::Status DownloadW4A4(const DeviceW4A4Matrix& dev, quant::W4A4Matrix* host, 
 enum class W4A4GemmPath {
   kAuto,    // kSkinny for M <= kSkinnyMaxTokens, else kTiled
   kSkinny,  // any M <= kSkinnyMaxTokens (kInvalidArgument above)
-  kTiled,   // any M
+  kTiled,   // any M (mma.sync IMMA kernel)
+  kWgmma,   // any M: Hopper wgmma kernel (w4a4_gemm_sm90.cuh); B unpacked once per
+            // k-tile into swizzled shared memory, A unpacked in registers
 };
 inline constexpr int64_t kSkinnyMaxTokens = 64;
 
@@ -110,12 +115,22 @@ inline constexpr int64_t kSkinnyMaxTokens = 64;
 enum class W4A4TileConfig {
   kAuto,      // k128x128 when that gives at least one block per SM, else k64x64
   k128x128,   // 8 warps of 64x32
-  k64x64,     // 4 warps of 32x32
+  k64x64,     // 4 warps of 32x32 (kWgmma: one warpgroup, m64n64)
+  // kWgmma only: 128x128 with the wgmmas of the two 64-column halves in
+  // separate commit groups, promoting the first half while the second runs.
+  k128x128SplitN,
+};
+
+// Output rows per block of the skinny (decode) kernel.
+enum class W4A4SkinnyRows {
+  kAuto,  // the defaults of w4a4_gemm.cu (32, 16 for M > 32)
+  k16,    // 16 rows per block: twice the blocks (fills the SMs on N = 4096)
 };
 
 struct W4A4GemmOptions {
   W4A4GemmPath path = W4A4GemmPath::kAuto;
-  W4A4TileConfig tile = W4A4TileConfig::kAuto;  // tiled path only
+  W4A4TileConfig tile = W4A4TileConfig::kAuto;  // tiled / wgmma paths
+  W4A4SkinnyRows skinny_rows = W4A4SkinnyRows::kAuto;  // skinny path only
 };
 
 // y[t, n] (row-major [act.rows, weight.rows]) = Σ_groups promoted

@@ -15,6 +15,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <map>
+#include <typeinfo>
 #include <random>
 #include <ostream>
 #include <string>
@@ -174,6 +176,9 @@ const Shape kShapes[] = {
     {1000, 384, 576, 0},
     {4096, 72, 4224, 128},
     {4096, 264, 1536, 128},  // large tiles, N = 2 * 128 + 8
+    {64, 64, 128, 0},        // wgmma: exactly one 64x64 / one partial 128x128 tile, one group
+    {200, 300, 4224, 128},   // wgmma: several k-tiles, 2 x 3 partial 128 tiles
+    {129, 129, 576, 64},     // one past every tile edge; one keeper tile
 };
 
 class W4A4GemmTest : public testing::TestWithParam<Shape> {
@@ -201,16 +206,30 @@ class W4A4GemmTest : public testing::TestWithParam<Shape> {
   // Every kernel that can run this shape: both tile configurations of the
   // tiled path, and the skinny path when M allows.
   std::vector<W4A4GemmOptions> Paths() const {
-    std::vector<W4A4GemmOptions> paths(2);
-    paths[0].path = paths[1].path = W4A4GemmPath::kTiled;
-    paths[0].tile = W4A4TileConfig::k128x128;
-    paths[1].tile = W4A4TileConfig::k64x64;
-    if (GetParam().m <= kSkinnyMaxTokens) paths.push_back(W4A4GemmOptions{W4A4GemmPath::kSkinny});
+    std::vector<W4A4GemmOptions> paths;
+    for (W4A4GemmPath path : {W4A4GemmPath::kTiled, W4A4GemmPath::kWgmma}) {
+      for (W4A4TileConfig tile : {W4A4TileConfig::k128x128, W4A4TileConfig::k64x64, W4A4TileConfig::k128x128SplitN}) {
+        if (path == W4A4GemmPath::kTiled && tile == W4A4TileConfig::k128x128SplitN) continue;
+        W4A4GemmOptions o;
+        o.path = path;
+        o.tile = tile;
+        paths.push_back(o);
+      }
+    }
+    if (GetParam().m <= kSkinnyMaxTokens) {
+      paths.push_back(W4A4GemmOptions{W4A4GemmPath::kSkinny});
+      W4A4GemmOptions r16{W4A4GemmPath::kSkinny};
+      r16.skinny_rows = W4A4SkinnyRows::k16;
+      paths.push_back(r16);
+    }
     return paths;
   }
-  static const char* PathName(const W4A4GemmOptions& o) {
-    if (o.path == W4A4GemmPath::kSkinny) return "skinny";
-    return o.tile == W4A4TileConfig::k128x128 ? "tiled128x128" : "tiled64x64";
+  static std::string PathName(const W4A4GemmOptions& o) {
+    if (o.path == W4A4GemmPath::kSkinny) return o.skinny_rows == W4A4SkinnyRows::k16 ? "skinny16rows" : "skinny";
+    const char* tile = o.tile == W4A4TileConfig::k128x128   ? "128x128"
+                       : o.tile == W4A4TileConfig::k64x64   ? "64x64"
+                                                            : "128x128splitN";
+    return absl::StrCat(o.path == W4A4GemmPath::kWgmma ? "wgmma" : "tiled", tile);
   }
 
   // Checks W4A4Gemm<T> (optionally with a residual, optionally in place)
@@ -227,10 +246,18 @@ class W4A4GemmTest : public testing::TestWithParam<Shape> {
       residual[i] = FromFloat<T>(dist(rng));
       residual_f[i] = ToFloat(residual[i]);
     }
+    // The CPU reference is computed once per (output type, residual) and
+    // reused for every path.
     ThreadPool pool(0);
-    std::vector<float> ref(count);
-    ASSERT_TRUE(quant::W4A4Linear(act_, weight_, with_residual ? residual_f.data() : nullptr, ref.data(), &pool).ok());
-    const std::vector<double> mag = Magnitudes(act_, weight_, &pool);
+    const std::string key = absl::StrCat(sizeof(T), typeid(T).name(), with_residual);
+    if (!ref_cache_.contains(key)) {
+      std::vector<float> r(count);
+      ASSERT_TRUE(quant::W4A4Linear(act_, weight_, with_residual ? residual_f.data() : nullptr, r.data(), &pool).ok());
+      ref_cache_[key] = std::move(r);
+    }
+    if (mag_cache_.empty()) mag_cache_ = Magnitudes(act_, weight_, &pool);
+    const std::vector<float>& ref = ref_cache_[key];
+    const std::vector<double>& mag = mag_cache_;
 
     DeviceBuffer<T> d_y = Upload(residual);  // in place: y starts as the residual
     DeviceBuffer<T> d_res = Upload(residual);
@@ -263,6 +290,8 @@ class W4A4GemmTest : public testing::TestWithParam<Shape> {
   }
 
   W4A4Matrix act_, weight_;
+  std::map<std::string, std::vector<float>> ref_cache_;
+  std::vector<double> mag_cache_;
   DeviceW4A4Storage d_act_, d_weight_;
   cudaStream_t stream_ = nullptr;
 };
@@ -333,6 +362,70 @@ TEST_P(W4A4GemmTest, RepeatedRunsAreBitwiseIdentical) {
 
 INSTANTIATE_TEST_SUITE_P(Shapes, W4A4GemmTest, testing::ValuesIn(kShapes),
                          [](const testing::TestParamInfo<Shape>& info) { return Name(info.param); });
+
+// The wgmma path on the smallest shapes, with structured codes that expose a
+// wrong k-slot or row mapping (each channel distinct per row), fp32 out.
+TEST(W4A4GemmWgmmaTest, TinyStructuredShapesAreExact) {
+  SKIP_WITHOUT_GPU();
+  for (const Shape s : {Shape{1, 8, 128, 0}, Shape{64, 128, 128, 0}, Shape{70, 130, 256, 64}, Shape{3, 5, 64, 64}}) {
+    SCOPED_TRACE(Name(s));
+    const QuantLayout layout = *QuantLayout::Make(s.k, s.keeper);
+    W4A4Matrix a, w;
+    a.Resize(layout, s.m);
+    w.Resize(layout, s.n);
+    std::vector<int8_t> codes(layout.padded_normal_k());
+    for (int pass = 0; pass < 2; ++pass) {
+      W4A4Matrix& m = pass == 0 ? a : w;
+      for (int64_t r = 0; r < m.rows; ++r) {
+        for (int64_t i = 0; i < layout.padded_normal_k(); ++i) {
+          codes[i] = i < layout.normal_k() ? static_cast<int8_t>(((i * (pass ? 5 : 3) + r * 7) % 16) - 8) : 0;
+        }
+        quant::PackInt4(codes.data(), layout.padded_normal_k(), m.packed_row(r));
+        for (int64_t g = 0; g < layout.groups(); ++g) m.scale_row(r)[g] = quant::FloatToHalfBits(0.01f * (1 + (r + g) % 5));
+        for (int64_t i = 0; i < layout.keeper; ++i) m.keeper_row(r)[i] = static_cast<int8_t>(((i * 11 + r * 3) % 256) - 128);
+        if (layout.keeper > 0) m.keeper_scales[r] = quant::FloatToHalfBits(0.001f * (1 + r % 3));
+      }
+    }
+    const int64_t per = layout.accumulators();
+    std::vector<int32_t> want(s.m * s.n * per);
+    ASSERT_TRUE(quant::W4A4Accumulators(a, w, 0, s.m, 0, s.n, want.data()).ok());
+    absl::StatusOr<DeviceW4A4Storage> da = DeviceW4A4Storage::Upload(a, nullptr);
+    absl::StatusOr<DeviceW4A4Storage> dw = DeviceW4A4Storage::Upload(w, nullptr);
+    ASSERT_TRUE(da.ok() && dw.ok());
+    for (W4A4TileConfig tile : {W4A4TileConfig::k128x128, W4A4TileConfig::k64x64, W4A4TileConfig::k128x128SplitN}) {
+      W4A4GemmOptions o;
+      o.path = W4A4GemmPath::kWgmma;
+      o.tile = tile;
+      absl::StatusOr<DeviceBuffer<int32_t>> acc = DeviceBuffer<int32_t>::Create(want.size());
+      ASSERT_TRUE(acc.ok());
+      ASSERT_TRUE(acc->Fill(0xa5, nullptr).ok());
+      ASSERT_TRUE(W4A4GemmAccumulators(da->view(), dw->view(), acc->data(), nullptr, o).ok());
+      ATOMSERVE_CUDA_CHECK(cudaDeviceSynchronize());
+      const std::vector<int32_t> got = Download(*acc);
+      int64_t bad = 0;
+      for (size_t i = 0; i < want.size(); ++i) {
+        if (got[i] != want[i] && bad++ < 5) {
+          ADD_FAILURE() << "tile " << static_cast<int>(tile) << " t=" << i / per / s.n << " n=" << (i / per) % s.n
+                        << " acc " << i % per << ": got " << got[i] << " want " << want[i];
+        }
+      }
+      EXPECT_EQ(bad, 0);
+      // fp32 output against the reference (poisoned first).
+      std::vector<float> ref(s.m * s.n);
+      ThreadPool pool(0);
+      ASSERT_TRUE(quant::W4A4Linear(a, w, nullptr, ref.data(), &pool).ok());
+      const std::vector<double> mag = Magnitudes(a, w, &pool);
+      absl::StatusOr<DeviceBuffer<float>> y = DeviceBuffer<float>::Create(ref.size());
+      ASSERT_TRUE(y.ok() && y->Fill(0xff, nullptr).ok());
+      ASSERT_TRUE(W4A4Gemm<float>(da->view(), dw->view(), nullptr, y->data(), nullptr, o).ok());
+      ATOMSERVE_CUDA_CHECK(cudaDeviceSynchronize());
+      const std::vector<float> yh = Download(*y);
+      for (size_t i = 0; i < ref.size(); ++i) {
+        ASSERT_LE(std::fabs(static_cast<double>(yh[i]) - ref[i]), 1e-5 * mag[i]) << "i=" << i;  // NaN fails
+      }
+    }
+  }
+}
 
 TEST(W4A4GemmErrorsTest, BadArgumentsAreRejected) {
   SKIP_WITHOUT_GPU();
