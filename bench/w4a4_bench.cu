@@ -6,6 +6,10 @@
 //   w4a4_bench --quick    M = 1, 16, 4096 and fewer repetitions
 //   w4a4_bench --paths    also time each kernel forced (skinny, tiled 128x128, tiled 64x64)
 //   w4a4_bench --mid      also M = 32, 64, 128, 256, 512 (to tune the path choice)
+//   w4a4_bench --diag     also the leave-one-out DIAGNOSTIC variants of the prefill
+//                         kernels at M=4096, N=K=8192 (WRONG numbers by design:
+//                         they skip a stage; only their times mean anything),
+//                         and each prefill kernel's registers / shared memory
 //
 // Method (.library/device/METHOD.md): random data (never zeros), every
 // kernel warmed up, R launches captured in a CUDA graph cycling through R
@@ -39,6 +43,9 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/device_buffer.h"
 #include "kernels/cuda/w4a4_gemm.h"
+// Device code, for the --diag kernels only (bench-only instantiations).
+#include "kernels/cuda/w4a4_gemm.cuh"
+#include "kernels/cuda/w4a4_gemm_sm90.cuh"
 
 namespace atomserve::cuda {
 namespace {
@@ -118,6 +125,7 @@ struct Options {
   bool quick = false;
   bool paths = false;
   bool mid = false;
+  bool diag = false;
   int reps() const { return quick ? 7 : 25; }
 };
 
@@ -404,6 +412,128 @@ ActRow BenchActQuant(const char* op, int tokens, int k, const Options& opt, size
   return row;
 }
 
+// ── Leave-one-out diagnostics (--diag) ─────────────────────────────────────
+// The prefill kernels instantiated here with a nonzero kDiag (w4a4_gemm.cuh:
+// kDiagNoUnpack / NoPromote / NoLoad / NoBStage) skip one stage and compute
+// WRONG results; only their times are meaningful. The policies below must
+// stay those of w4a4_gemm.cu (TiledLarge, WgmmaLarge).
+namespace diag {
+using TiledLarge = w4a4::TiledPolicy<128, 128, 2, 4, 4>;
+using WgmmaLarge = w4a4::WgmmaPolicy<2, 128, 5, false>;
+using WgmmaLargeSplit = w4a4::WgmmaPolicy<2, 128, 5, true>;
+
+w4a4::GemmParams Params(const DeviceW4A4Matrix& act, const DeviceW4A4Matrix& weight, __nv_bfloat16* y) {
+  w4a4::GemmParams p{};
+  p.a_packed = act.packed;
+  p.a_scales = act.scales;
+  p.a_keeper = act.keeper_codes;
+  p.a_keeper_scales = act.keeper_scales;
+  p.w_packed = weight.packed;
+  p.w_scales = weight.scales;
+  p.w_keeper = weight.keeper_codes;
+  p.w_keeper_scales = weight.keeper_scales;
+  p.m = static_cast<int>(act.rows);
+  p.n = static_cast<int>(weight.rows);
+  p.groups = static_cast<int>(act.layout.groups());
+  p.keeper = static_cast<int>(act.layout.keeper);
+  p.keeper_tiles = static_cast<int>((act.layout.keeper + 63) / 64);
+  p.packed_row_bytes = static_cast<int>(act.layout.packed_row_bytes());
+  p.y = y;
+  p.vector_io = p.n % 2 == 0;
+  return p;
+}
+
+struct Kernel {
+  std::string name;
+  const void* fn;
+  int threads, smem, bm, bn;
+  int diag;  // kDiag bits, 0 = the serving kernel's code
+};
+template <int kDiag>
+Kernel Tiled() {
+  return {"tiled128", reinterpret_cast<const void*>(&w4a4::W4A4TiledKernel<TiledLarge, __nv_bfloat16, false, kDiag>),
+          TiledLarge::kThreads, TiledLarge::kSmemBytes, TiledLarge::kBM, TiledLarge::kBN, kDiag};
+}
+template <int kDiag>
+Kernel Wgmma() {
+  return {"wgmma128", reinterpret_cast<const void*>(&w4a4::W4A4WgmmaKernel<WgmmaLarge, __nv_bfloat16, false, kDiag>),
+          WgmmaLarge::kThreads, WgmmaLarge::kSmemBytes, WgmmaLarge::kBM, WgmmaLarge::kBN, kDiag};
+}
+
+std::string DiagName(int d) {
+  if (d == 0) return "none (serving code)";
+  std::string s;
+  auto add = [&](const char* x) { s += s.empty() ? x : std::string("+") + x; };
+  if (d & w4a4::kDiagNoUnpack) add("noUnpack");
+  if (d & w4a4::kDiagNoPromote) add("noPromote");
+  if (d & w4a4::kDiagNoLoad) add("noLoad");
+  if (d & w4a4::kDiagNoBStage) add("noBStage");
+  return s;
+}
+
+void Run(const Options& opt, cudaStream_t stream) {
+  constexpr int kM = 4096, kN = 8192, kK = 8192;
+  const quant::QuantLayout layout = *quant::QuantLayout::Make(kK, kKeeper);
+  absl::StatusOr<DeviceW4A4Storage> w = DeviceW4A4Storage::Allocate(layout, kN);
+  absl::StatusOr<DeviceW4A4Storage> a = DeviceW4A4Storage::Allocate(layout, kM);
+  absl::StatusOr<DeviceBuffer<__nv_bfloat16>> y = DeviceBuffer<__nv_bfloat16>::Create(size_t{kM} * kN);
+  BENCH_CHECK(w.status());
+  BENCH_CHECK(a.status());
+  BENCH_CHECK(y.status());
+  RandomW4A4(w->view(), 1100);
+  RandomW4A4(a->view(), 1200);
+  ATOMSERVE_CUDA_CHECK(cudaDeviceSynchronize());
+  const w4a4::GemmParams p = Params(a->view(), w->view(), y->data());
+
+  const Kernel split{"wgmma128split",
+                     reinterpret_cast<const void*>(&w4a4::W4A4WgmmaKernel<WgmmaLargeSplit, __nv_bfloat16, false, 0>),
+                     WgmmaLargeSplit::kThreads, WgmmaLargeSplit::kSmemBytes, WgmmaLargeSplit::kBM,
+                     WgmmaLargeSplit::kBN, 0};
+  constexpr int U = w4a4::kDiagNoUnpack, Pr = w4a4::kDiagNoPromote, L = w4a4::kDiagNoLoad, B = w4a4::kDiagNoBStage;
+  const std::vector<Kernel> kernels = {
+      Tiled<0>(), Tiled<U>(), Tiled<Pr>(), Tiled<U | Pr>(), Tiled<L>(), Tiled<U | Pr | L>(),
+      Wgmma<0>(), Wgmma<U>(), Wgmma<Pr>(), Wgmma<U | Pr>(), Wgmma<L>(), Wgmma<B>(), Wgmma<U | Pr | B>(),
+      Wgmma<U | Pr | L | B>(), split,
+  };
+  struct Result {
+    const Kernel* k;
+    double us;
+    cudaFuncAttributes attr;
+    int blocks_per_sm;
+  };
+  std::vector<Result> results;
+  for (const Kernel& k : kernels) {
+    Result r{&k, 0.0, {}, 0};
+    ATOMSERVE_CUDA_CHECK(cudaFuncSetAttribute(k.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, k.smem));
+    ATOMSERVE_CUDA_CHECK(cudaFuncGetAttributes(&r.attr, k.fn));
+    ATOMSERVE_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&r.blocks_per_sm, k.fn, k.threads, k.smem));
+    const unsigned blocks = static_cast<unsigned>(((kM + k.bm - 1) / k.bm) * ((kN + k.bn - 1) / k.bn));
+    r.us = TimeUs(
+        [&](int) {
+          void* args[] = {const_cast<w4a4::GemmParams*>(&p)};
+          ATOMSERVE_CUDA_CHECK(cudaLaunchKernel(k.fn, dim3(blocks), dim3(k.threads), args, k.smem, stream));
+        },
+        1, opt.reps(), stream);
+    results.push_back(r);
+  }
+  const double ops = 2.0 * kM * kN * kK;
+  std::printf("\n=== DIAGNOSTIC leave-one-out variants (WRONG outputs by design; times only), M=%d N=%d K=%d keeper=%d ===\n",
+              kM, kN, kK, kKeeper);
+  std::printf("%-14s %-34s | %9s %8s %8s | %5s %6s %6s %5s %4s\n", "kernel", "left out", "us", "TOPS", "x base",
+              "regs", "local", "smemKB", "thr", "blk/SM");
+  double base = 0;
+  for (const Result& r : results) {
+    if (r.k->diag == 0 && (r.k->name == "tiled128" || r.k->name == "wgmma128")) base = r.us;
+    std::printf("%-14s %-34s | %9.1f %8.1f %7.2fx | %5d %6d %6.1f %5d %4d\n", r.k->name.c_str(),
+                DiagName(r.k->diag).c_str(), r.us, ops / r.us / 1e6, base / r.us, r.attr.numRegs,
+                static_cast<int>(r.attr.localSizeBytes), (r.attr.sharedSizeBytes + r.k->smem) / 1024.0, r.k->threads,
+                r.blocks_per_sm);
+  }
+  std::printf("(x base = serving-code time of tiled128 / wgmma128 (the row group's first row) / this time;\n"
+              " wgmma128split is compared with wgmma128)\n");
+}
+}  // namespace diag
+
 int Main(int argc, char** argv) {
   Options opt;
   for (int i = 1; i < argc; ++i) {
@@ -413,8 +543,10 @@ int Main(int argc, char** argv) {
       opt.paths = true;
     } else if (std::strcmp(argv[i], "--mid") == 0) {
       opt.mid = true;
+    } else if (std::strcmp(argv[i], "--diag") == 0) {
+      opt.diag = true;
     } else {
-      std::fprintf(stderr, "usage: %s [--quick] [--paths] [--mid]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--quick] [--paths] [--mid] [--diag]\n", argv[0]);
       return 2;
     }
   }
@@ -530,6 +662,7 @@ int Main(int argc, char** argv) {
     }
     std::printf(" | %7.2fx %9.1f\n", r.fp8_us > 0 ? r.fp8_us / best : 0.0, r.ops / best / 1e6);
   }
+  if (opt.diag) diag::Run(opt, stream);
   CUBLAS_CHECK(cublasLtDestroy(blas.lt));
   CUBLAS_CHECK(cublasDestroy(blas.handle));
   ATOMSERVE_CUDA_CHECK(cudaStreamDestroy(stream));

@@ -39,7 +39,7 @@ else
   note "build: FAILED (see build.log)"; tail -40 "$OUT/build.log"; printf '%s\n' "${summary[@]}"; exit 1
 fi
 
-( cd build-gpu && ctest --output-on-failure -j 8 ) > "$OUT/ctest.log" 2>&1
+( cd build-gpu && ctest --output-on-failure -j 8 --timeout 180 ) > "$OUT/ctest.log" 2>&1
 note "ctest: $(grep -E 'tests passed|tests failed' "$OUT/ctest.log" | tail -1)"
 note "gpu tests: $(grep -cE 'Passed' <(cd build-gpu && ctest -L gpu -N 2>/dev/null) || true) listed; skipped: $(grep -c 'Skipped' "$OUT/ctest.log" || true)"
 grep -E "AGREEMENT" -r build-gpu/Testing 2>/dev/null | head -5
@@ -49,7 +49,7 @@ while read -r line; do note "$line"; done < "$OUT/agreement.txt"
 if [ "$SANITIZE" = 1 ] && command -v compute-sanitizer >/dev/null; then
   for t in build-gpu/tests/gpu_*; do
     [ -x "$t" ] || continue
-    if compute-sanitizer --error-exitcode 1 "$t" --gtest_brief=1 > "$OUT/sanitize-$(basename "$t").log" 2>&1; then
+    if timeout 240 compute-sanitizer --error-exitcode 1 "$t" --gtest_brief=1 > "$OUT/sanitize-$(basename "$t").log" 2>&1; then
       note "compute-sanitizer $(basename "$t"): clean"
     else
       note "compute-sanitizer $(basename "$t"): ERRORS"
@@ -60,7 +60,7 @@ fi
 if [ "$BENCH" = 1 ]; then
   for b in build-gpu/bench/*_bench; do
     [ -x "$b" ] || continue
-    timeout 300 "$b" $BENCH_ARGS > "$OUT/$(basename "$b").txt" 2>&1
+    timeout 240 "$b" $BENCH_ARGS > "$OUT/$(basename "$b").txt" 2>&1
     note "bench $(basename "$b"): exit $?"
   done
 fi

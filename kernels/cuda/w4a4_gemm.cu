@@ -36,6 +36,7 @@ using SkinnyM16R16 = w4a4::SkinnyPolicy<1, 2, 4, 3>;
 using WgmmaLarge = w4a4::WgmmaPolicy<2, 128, 5, false>;
 using WgmmaLargeSplit = w4a4::WgmmaPolicy<2, 128, 5, true>;
 using WgmmaSmall = w4a4::WgmmaPolicy<1, 64, 5, false>;
+// Warp-specialized wgmma: 1 producer + 2 consumer warpgroups, 6 slots.
 
 // Opt-in dynamic shared memory limit of sm_90 (227 KB).
 constexpr int64_t kMaxSmemPerBlock = 227 * 1024;

@@ -47,6 +47,14 @@ inline constexpr int32_t kMagicBits = 0x4B400000;
 inline constexpr float kMagic = 12582912.0f;     // 1.5 * 2^23
 inline constexpr float kUnscale = 1.0f / 256.0f;
 
+// Leave-one-out switches of the prefill kernels' kDiag template argument, for
+// bench/w4a4_bench.cu --diag ONLY: any nonzero kDiag computes WRONG results
+// (it times the kernel with one stage removed). 0 is the serving kernel.
+inline constexpr int kDiagNoUnpack = 1;   // packed bytes fed to the MMAs as int8 codes (no shift/mask)
+inline constexpr int kDiagNoPromote = 2;  // one int32 accumulator over all of K, promoted once at the end
+inline constexpr int kDiagNoLoad = 4;     // no global loads after the prologue: stage 0 reused forever
+inline constexpr int kDiagNoBStage = 8;   // wgmma only: no per-k-tile B unpack into the swizzled buffer
+
 // Everything a kernel needs, by value. Row strides: packed rows are
 // groups * 64 bytes, scale rows `groups` halves, keeper rows `keeper` bytes.
 struct GemmParams {
@@ -130,7 +138,9 @@ __device__ __forceinline__ float HalfBitsToFloat(uint16_t bits) { return __half2
 // One 128-channel INT4 group: c[i][j] = magic + 256 * (A rows of tile i) ·
 // (B cols of tile j). a[i][h]: 16 packed bytes of m16-tile i, row g + 8h;
 // b[j]: 16 packed bytes of n8-tile j, column g (see the header comment).
-template <int kMT, int kNT>
+// kDiag (bench/w4a4_bench.cu --diag only; WRONG results): kDiagNoUnpack feeds
+// the packed words as int8 codes, kDiagNoPromote accumulates across groups.
+template <int kMT, int kNT, int kDiag = 0>
 __device__ __forceinline__ void GroupMma(const uint4 (&a)[kMT][2], const uint4 (&b)[kNT],
                                          int32_t (&c)[kMT][kNT][4]) {
   const int32_t magic[4] = {kMagicBits, kMagicBits, kMagicBits, kMagicBits};
@@ -140,17 +150,32 @@ __device__ __forceinline__ void GroupMma(const uint4 (&a)[kMT][2], const uint4 (
 #pragma unroll
     for (int j = 0; j < kNT; ++j) {
       const uint32_t w = Word(b[j], s);
-      bf[j][0] = LowNibblesTimes16(w);
-      bf[j][1] = HighNibblesTimes16(w);
+      if constexpr ((kDiag & kDiagNoUnpack) != 0) {
+        bf[j][0] = w;
+        bf[j][1] = Word(b[j], s ^ 1);
+      } else {
+        bf[j][0] = LowNibblesTimes16(w);
+        bf[j][1] = HighNibblesTimes16(w);
+      }
     }
 #pragma unroll
     for (int i = 0; i < kMT; ++i) {
       const uint32_t w0 = Word(a[i][0], s), w1 = Word(a[i][1], s);
-      const uint32_t af[4] = {LowNibblesTimes16(w0), LowNibblesTimes16(w1), HighNibblesTimes16(w0),
-                              HighNibblesTimes16(w1)};
+      uint32_t af[4];
+      if constexpr ((kDiag & kDiagNoUnpack) != 0) {
+        af[0] = w0;
+        af[1] = w1;
+        af[2] = Word(a[i][0], s ^ 1);
+        af[3] = Word(a[i][1], s ^ 1);
+      } else {
+        af[0] = LowNibblesTimes16(w0);
+        af[1] = LowNibblesTimes16(w1);
+        af[2] = HighNibblesTimes16(w0);
+        af[3] = HighNibblesTimes16(w1);
+      }
 #pragma unroll
       for (int j = 0; j < kNT; ++j) {
-        if (s == 0) {
+        if (s == 0 && (kDiag & kDiagNoPromote) == 0) {
           MmaS8(c[i][j], af, bf[j][0], bf[j][1], magic);
         } else {
           MmaS8(c[i][j], af, bf[j][0], bf[j][1], c[i][j]);
@@ -563,8 +588,10 @@ struct TiledLoader {
   }
 };
 
-template <class P, typename OutT, bool kAccMode>
+template <class P, typename OutT, bool kAccMode, int kDiag = 0>
 __global__ void __launch_bounds__(P::kThreads, 1) W4A4TiledKernel(const GemmParams p) {
+  static_assert(kDiag == 0 || !kAccMode, "diagnostic variants are bench-only");
+  constexpr bool kNoPromote = (kDiag & kDiagNoPromote) != 0, kNoLoad = (kDiag & kDiagNoLoad) != 0;
   constexpr int kMT = P::kMT, kNT = P::kNT, kS = P::kStages;
   extern __shared__ __align__(128) uint8_t smem[];
 
@@ -607,10 +634,10 @@ __global__ void __launch_bounds__(P::kThreads, 1) W4A4TiledKernel(const GemmPara
     {
       const int next = kt + kS - 1;
       const int next_stage = stage == 0 ? kS - 1 : stage - 1;
-      if (next < total) loader.Issue(p, next, smem + next_stage * P::kStageBytes);
+      if (next < total && !kNoLoad) loader.Issue(p, next, smem + next_stage * P::kStageBytes);
       CpAsyncCommit();
     }
-    const uint8_t* st = smem + stage * P::kStageBytes;
+    const uint8_t* st = smem + (kNoLoad ? 0 : stage) * P::kStageBytes;
     uint4 af[kMT][2], bf[kNT];
 #pragma unroll
     for (int i = 0; i < kMT; ++i)
@@ -620,9 +647,21 @@ __global__ void __launch_bounds__(P::kThreads, 1) W4A4TiledKernel(const GemmPara
 #pragma unroll
     for (int j = 0; j < kNT; ++j) bf[j] = *reinterpret_cast<const uint4*>(st + (b_row + 8 * j) * kTileRowBytes + 16 * t);
 
+    if constexpr (kNoPromote) {
+      if (kt == 0) {
+#pragma unroll
+        for (int i = 0; i < kMT; ++i)
+#pragma unroll
+          for (int j = 0; j < kNT; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) c[i][j][e] = 0;
+      }
+    }
     if (kt < p.groups) {
-      GroupMma<kMT, kNT>(af, bf, c);
-      if constexpr (kAccMode) {
+      GroupMma<kMT, kNT, kDiag>(af, bf, c);
+      if constexpr (kNoPromote) {
+        // diagnostic: nothing per group
+      } else if constexpr (kAccMode) {
 #pragma unroll
         for (int i = 0; i < kMT; ++i)
 #pragma unroll
@@ -664,7 +703,7 @@ __global__ void __launch_bounds__(P::kThreads, 1) W4A4TiledKernel(const GemmPara
             }
       }
     } else {
-      if (kt == p.groups) {
+      if (kt == p.groups && !kNoPromote) {
 #pragma unroll
         for (int i = 0; i < kMT; ++i)
 #pragma unroll
@@ -677,6 +716,14 @@ __global__ void __launch_bounds__(P::kThreads, 1) W4A4TiledKernel(const GemmPara
     stage = stage + 1 == kS ? 0 : stage + 1;
   }
   CpAsyncWait<0>();
+  if constexpr (kNoPromote) {
+#pragma unroll
+    for (int i = 0; i < kMT; ++i)
+#pragma unroll
+      for (int j = 0; j < kNT; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) y[i][j][e] = static_cast<float>(c[i][j][e]);
+  }
 
   const bool has_keeper = p.keeper_tiles > 0;
 #pragma unroll

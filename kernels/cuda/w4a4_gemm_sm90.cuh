@@ -134,21 +134,28 @@ __device__ __forceinline__ void WgmmaS8N64(int32_t (&d)[32], const uint32_t (&a)
 // tile `bbuf` and its fp16 weight scales into floats `swf`; every thread takes
 // (row, 16-byte chunk t) tasks: one LDS.128, 8 (groups) or 4 (keepers)
 // conflict-free 4-byte stores.
-template <class P>
+// kUnpackThreads threads (tid = their index) share the work; kDiag &
+// kDiagNoUnpack stores the packed words as they are (bench diagnostics only).
+template <class P, int kDiag = 0, int kUnpackThreads = P::kThreads>
 __device__ __forceinline__ void WgmmaUnpackB(const GemmParams& p, int kt, int n0, const uint8_t* stage,
-                                             uint8_t* bbuf, float* swf) {
+                                             uint8_t* bbuf, float* swf, int tid = static_cast<int>(threadIdx.x)) {
   const bool is_group = kt < p.groups;
 #pragma unroll
-  for (int i = 0; i < P::kBN * 4 / P::kThreads; ++i) {
-    const int task = static_cast<int>(threadIdx.x) + i * P::kThreads;
+  for (int i = 0; i < P::kBN * 4 / kUnpackThreads; ++i) {
+    const int task = tid + i * kUnpackThreads;
     const int r = task >> 2, t = task & 3;
     const uint4 v = *reinterpret_cast<const uint4*>(stage + (P::kBM + r) * kTileRowBytes + 16 * t);
     if (is_group) {
 #pragma unroll
       for (int s = 0; s < 4; ++s) {
         const uint32_t w = Word(v, s);
-        *reinterpret_cast<uint32_t*>(bbuf + Sw128Offset(r, 2 * s, t)) = LowNibblesTimes16(w);
-        *reinterpret_cast<uint32_t*>(bbuf + Sw128Offset(r, 2 * s + 1, t)) = HighNibblesTimes16(w);
+        if constexpr ((kDiag & kDiagNoUnpack) != 0) {
+          *reinterpret_cast<uint32_t*>(bbuf + Sw128Offset(r, 2 * s, t)) = w;
+          *reinterpret_cast<uint32_t*>(bbuf + Sw128Offset(r, 2 * s + 1, t)) = Word(v, s ^ 1);
+        } else {
+          *reinterpret_cast<uint32_t*>(bbuf + Sw128Offset(r, 2 * s, t)) = LowNibblesTimes16(w);
+          *reinterpret_cast<uint32_t*>(bbuf + Sw128Offset(r, 2 * s + 1, t)) = HighNibblesTimes16(w);
+        }
       }
     } else {
 #pragma unroll
@@ -157,7 +164,7 @@ __device__ __forceinline__ void WgmmaUnpackB(const GemmParams& p, int kt, int n0
   }
   if (is_group) {
     const uint16_t* sc = reinterpret_cast<const uint16_t*>(stage + P::kCodeBytes);
-    for (int c = threadIdx.x; c < P::kBN; c += P::kThreads) {
+    for (int c = tid; c < P::kBN; c += kUnpackThreads) {
       // The stage holds the aligned fp16 pair containing scale (row * G + kt).
       const int par = ((n0 + c) * (p.groups & 1) + kt) & 1;
       swf[c] = HalfBitsToFloat(sc[2 * (P::kBM + c) + par]);
@@ -166,9 +173,12 @@ __device__ __forceinline__ void WgmmaUnpackB(const GemmParams& p, int kt, int n0
   FenceProxyAsync();  // generic-proxy stores -> read by wgmma (async proxy)
 }
 
-template <class P, typename OutT, bool kAccMode>
+template <class P, typename OutT, bool kAccMode, int kDiag = 0>
 __global__ void __launch_bounds__(P::kThreads, 1) W4A4WgmmaKernel(const GemmParams p) {
   constexpr int kS = P::kStages, kH = P::kHalves, kR = P::kAccRegs, kNw = P::kNw;
+  static_assert(kDiag == 0 || !kAccMode, "diagnostic variants are bench-only");
+  constexpr bool kNoUnpack = (kDiag & kDiagNoUnpack) != 0, kNoPromote = (kDiag & kDiagNoPromote) != 0;
+  constexpr bool kNoLoad = (kDiag & kDiagNoLoad) != 0, kNoBStage = (kDiag & kDiagNoBStage) != 0;
   extern __shared__ __align__(128) uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
   uint8_t* bbuf = smem;                                  // [2][kBN][128] swizzled INT8
@@ -199,7 +209,10 @@ __global__ void __launch_bounds__(P::kThreads, 1) W4A4WgmmaKernel(const GemmPara
   }
   CpAsyncWait<kS - 2>();
   __syncthreads();
-  if (total > 0) WgmmaUnpackB<P>(p, 0, n0, packed, bbuf, swf);
+  if (total > 0) WgmmaUnpackB<P, kDiag>(p, 0, n0, packed, bbuf, swf);
+  if constexpr (kNoBStage) {  // both B buffers hold tile 0 forever
+    if (total > 0) WgmmaUnpackB<P, kDiag>(p, 0, n0, packed, bbuf + P::kBBufBytes, swf + P::kBN);
+  }
   __syncthreads();
 
   float y[kH][kR] = {};  // 256 * outputs
@@ -209,7 +222,7 @@ __global__ void __launch_bounds__(P::kThreads, 1) W4A4WgmmaKernel(const GemmPara
     const bool is_group = kt < p.groups;
     const int buf = kt & 1;
     // 1. A fragments and scales of kt.
-    const uint8_t* st = packed + stage * P::kStageBytes;
+    const uint8_t* st = packed + (kNoLoad ? 0 : stage) * P::kStageBytes;
     const uint4 a0 = *reinterpret_cast<const uint4*>(st + a_row * kTileRowBytes + 16 * t);
     const uint4 a1 = *reinterpret_cast<const uint4*>(st + (a_row + 8) * kTileRowBytes + 16 * t);
     float sa[2] = {0.0f, 0.0f};
@@ -220,8 +233,8 @@ __global__ void __launch_bounds__(P::kThreads, 1) W4A4WgmmaKernel(const GemmPara
       sa[1] = HalfBitsToFloat(sc[2 * (a_row + 8) + par]);
     }
     // 2. Issue the wgmmas of kt.
-    if (is_group || kt == p.groups) {
-      const int32_t init = is_group ? kMagicBits : 0;
+    if (kNoPromote ? kt == 0 : (is_group || kt == p.groups)) {
+      const int32_t init = is_group && !kNoPromote ? kMagicBits : 0;
 #pragma unroll
       for (int h = 0; h < kH; ++h)
 #pragma unroll
@@ -232,7 +245,12 @@ __global__ void __launch_bounds__(P::kThreads, 1) W4A4WgmmaKernel(const GemmPara
     uint32_t af[4][4];
 #pragma unroll
     for (int s = 0; s < 4; ++s) {
-      if (is_group) {
+      if (kNoUnpack && is_group) {
+        af[s][0] = Word(a0, s);
+        af[s][1] = Word(a1, s);
+        af[s][2] = Word(a0, s ^ 1);
+        af[s][3] = Word(a1, s ^ 1);
+      } else if (is_group) {
         const uint32_t w0 = Word(a0, s), w1 = Word(a1, s);
         af[s][0] = LowNibblesTimes16(w0);
         af[s][1] = LowNibblesTimes16(w1);
@@ -264,15 +282,15 @@ __global__ void __launch_bounds__(P::kThreads, 1) W4A4WgmmaKernel(const GemmPara
     // 3. Prepare kt + 1 while the tensor cores run.
     CpAsyncWait<kS - 3>();
     __syncthreads();  // stage kt+1 landed for all; every wgmma of kt-1 has completed (waited below)
-    if (kt + 1 < total) {
-      const int next_stage = stage + 1 == kS ? 0 : stage + 1;
-      WgmmaUnpackB<P>(p, kt + 1, n0, packed + next_stage * P::kStageBytes, bbuf + (buf ^ 1) * P::kBBufBytes,
-                      swf + (buf ^ 1) * P::kBN);
+    if (kt + 1 < total && !kNoBStage) {
+      const int next_stage = kNoLoad ? 0 : stage + 1 == kS ? 0 : stage + 1;
+      WgmmaUnpackB<P, kDiag>(p, kt + 1, n0, packed + next_stage * P::kStageBytes, bbuf + (buf ^ 1) * P::kBBufBytes,
+                             swf + (buf ^ 1) * P::kBN);
     }
     {
       const int next = kt + kS - 1;
       const int free_stage = stage == 0 ? kS - 1 : stage - 1;  // held tile kt-1: fully consumed
-      if (next < total) loader.Issue(p, next, packed + free_stage * P::kStageBytes);
+      if (next < total && !kNoLoad) loader.Issue(p, next, packed + free_stage * P::kStageBytes);
       CpAsyncCommit();
     }
     // 4. Wait and promote.
@@ -281,7 +299,7 @@ __global__ void __launch_bounds__(P::kThreads, 1) W4A4WgmmaKernel(const GemmPara
       if (h == 0 && kH == 2) WgmmaWait<1>();
       else WgmmaWait<0>();
       FenceRegs(acc[h]);
-      if (!is_group) continue;
+      if (!is_group || kNoPromote) continue;
       if constexpr (kAccMode) {
 #pragma unroll
         for (int j = 0; j < kNw / 8; ++j)
@@ -311,6 +329,12 @@ __global__ void __launch_bounds__(P::kThreads, 1) W4A4WgmmaKernel(const GemmPara
     stage = stage + 1 == kS ? 0 : stage + 1;
   }
   CpAsyncWait<0>();
+  if constexpr (kNoPromote) {
+#pragma unroll
+    for (int h = 0; h < kH; ++h)
+#pragma unroll
+      for (int i = 0; i < kR; ++i) y[h][i] = static_cast<float>(acc[h][i]);
+  }
 
   const bool has_keeper = p.keeper_tiles > 0;
 #pragma unroll
@@ -343,5 +367,6 @@ __global__ void __launch_bounds__(P::kThreads, 1) W4A4WgmmaKernel(const GemmPara
       }
   }
 }
+
 
 }  // namespace atomserve::cuda::w4a4

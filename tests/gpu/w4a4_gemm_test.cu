@@ -179,6 +179,7 @@ const Shape kShapes[] = {
     {64, 64, 128, 0},        // wgmma: exactly one 64x64 / one partial 128x128 tile, one group
     {200, 300, 4224, 128},   // wgmma: several k-tiles, 2 x 3 partial 128 tiles
     {129, 129, 576, 64},     // one past every tile edge; one keeper tile
+    {256, 136, 8320, 128},   // 64 groups + 2 keeper tiles: long K, pipelines wrap many times
 };
 
 class W4A4GemmTest : public testing::TestWithParam<Shape> {
