@@ -10,6 +10,7 @@
 #include "common/status.h"
 #include "router/chat_template.h"
 #include "runtime/generator.h"
+#include "runtime/model_loader.h"
 #include "runtime/model_path.h"
 
 namespace atomserve::cli {
@@ -61,24 +62,28 @@ int RunGenerate(const ParsedArgs& args) {
   if (!path.ok()) return Fail(path.status());
 
   std::fprintf(stderr, "atomserve: loading %s\n", path->c_str());
-  absl::StatusOr<Checkpoint> ckpt;
+  absl::StatusOr<LoadedModel> loaded;
   {
     ConsoleProgress progress("loading");
-    ckpt = LoadCheckpoint(*path, progress.AsFn());
+    loaded = LoadModel(*path, progress.AsFn());
   }
-  if (!ckpt.ok()) return Fail(ckpt.status());
-  auto tokenizer = Tokenizer::Create(ckpt->tokenizer);
+  if (!loaded.ok()) return Fail(loaded.status());
+  if (loaded->atom) {
+    std::fprintf(stderr, "atomserve: W4A4 model (%s) loaded in %.2fs\n", RecipeString(loaded->atom->recipe).c_str(),
+                 loaded->load_seconds);
+  }
+  loaded->model->set_kv_precision(KvPrecisionFromArgs(args));
+  auto tokenizer = Tokenizer::Create(loaded->tokenizer);
   if (!tokenizer.ok()) return Fail(tokenizer.status());
-  auto prompt_text = BuildPrompt(args, ckpt->tokenizer);
+  auto prompt_text = BuildPrompt(args, loaded->tokenizer);
   if (!prompt_text.ok()) return Fail(prompt_text.status());
-  auto model = LlamaModel::Create(std::move(*ckpt));
-  if (!model.ok()) return Fail(model.status());
+  const std::unique_ptr<LlamaModel>& model = loaded->model;
 
   std::vector<int32_t> ids;
   if ((*tokenizer)->add_bos() && (*tokenizer)->bos_id() >= 0) ids.push_back((*tokenizer)->bos_id());
   for (int32_t id : (*tokenizer)->Encode(*prompt_text)) ids.push_back(id);
 
-  auto result = Generate(**model, **tokenizer, ids, *options, [](const std::string& piece) {
+  auto result = Generate(*model, **tokenizer, ids, *options, [](const std::string& piece) {
     std::fwrite(piece.data(), 1, piece.size(), stdout);
     std::fflush(stdout);
   });
@@ -101,8 +106,9 @@ Subcommand GenerateCommand() {
             "Loads a model (GGUF file or Hugging Face safetensors directory), wraps the prompt in\n"
             "the model's chat template (ChatML for SmolLM2; Llama-2 and Llama-3 formats are\n"
             "detected from the checkpoint) and streams the completion to stdout. Statistics go\n"
-            "to stderr. Without --model, the default model SmolLM2-135M-Instruct is used.");
-  c.Option({"model", "PATH", "GGUF file or safetensors directory"})
+            "to stderr. Without --model, the default model SmolLM2-135M-Instruct is used. A W4A4\n"
+            "checkpoint written by `atomserve quantize` runs on the Atom integer path.");
+  c.Option({"model", "PATH", "GGUF file, safetensors directory, or W4A4 checkpoint (atomserve quantize)"})
       .Option({"prompt", "TEXT", "the user message (or raw text with --raw)"})
       .Option({"system", "TEXT", "system message (chat models)"})
       .Option({"raw", "", "do not apply a chat template; complete the text as given"})
@@ -114,6 +120,8 @@ Subcommand GenerateCommand() {
       .Option({"seed", "N", "random seed for sampling", "0"})
       .Option({"stop", "TEXT", "stop when this text is generated", "", true})
       .Option({"ignore-eos", "", "keep generating past end-of-sequence tokens"})
+      .Option({"kv4", "", "4-bit KV cache, per token per head, K quantized after RoPE"})
+      .Option({"kv4-pre-rope", "", "4-bit KV cache with K quantized before RoPE (Atom's placement)"})
       .Option({"threads", "N", "CPU threads (default: all cores, or $ATOMSERVE_THREADS)"});
   return {std::move(c), &RunGenerate};
 }

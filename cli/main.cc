@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_split.h"
 #include "cli/commands.h"
 
 namespace atomserve::cli {
@@ -15,7 +16,19 @@ int Fail(const absl::Status& status) {
 
 namespace {
 
-std::vector<Subcommand> AllCommands() { return {GenerateCommand(), InfoCommand()}; }
+std::vector<Subcommand> AllCommands() {
+  return {GenerateCommand(), InfoCommand(), QuantizeCommand(), EvalPplCommand()};
+}
+
+// Number of leading arguments naming c ("eval ppl" takes two), or 0.
+int MatchCommand(const Subcommand& c, int argc, char** argv) {
+  const std::vector<std::string> words = absl::StrSplit(c.spec.name(), ' ');
+  if (static_cast<int>(words.size()) > argc - 1) return 0;
+  for (size_t i = 0; i < words.size(); ++i) {
+    if (words[i] != argv[1 + i]) return 0;
+  }
+  return static_cast<int>(words.size());
+}
 
 void PrintHelp(const std::vector<Subcommand>& cmds) {
   std::printf(
@@ -37,10 +50,11 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   for (const Subcommand& c : cmds) {
-    if (c.spec.name() != argv[1]) continue;
-    auto args = c.spec.Parse(argc - 2, argv + 2);
+    const int words = MatchCommand(c, argc, argv);
+    if (words == 0) continue;
+    auto args = c.spec.Parse(argc - 1 - words, argv + 1 + words);
     if (!args.ok()) {
-      std::fprintf(stderr, "atomserve %s: %s\n\n%s", argv[1], std::string(args.status().message()).c_str(),
+      std::fprintf(stderr, "atomserve %s: %s\n\n%s", c.spec.name().c_str(), std::string(args.status().message()).c_str(),
                    c.spec.Usage().c_str());
       return 2;
     }

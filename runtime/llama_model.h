@@ -1,4 +1,5 @@
-// Llama-family decoder (Llama-2/3, Mistral, SmolLM2) on the CPU kernels.
+// Llama-family decoder (Llama-2/3, Mistral, SmolLM2) on the CPU kernels, in
+// fp32 or with Atom W4A4 linears.
 //
 // Supports GQA, RoPE with the config's theta and scaling, RMSNorm, SwiGLU and
 // tied embeddings. Forward() runs a chunk of new tokens of one sequence,
@@ -9,31 +10,137 @@
 //   std::vector<float> logits;
 //   ATOMSERVE_RETURN_IF_ERROR(model->Forward(ids, cache, &logits));
 //
+// One forward pass serves every precision. Each layer has four activation
+// sites, each feeding one or more linears (ActivationSite). On the float
+// path the site's producer writes fp32 rows (RMSNorm, attention, SiLU·up) and
+// an optional ActivationHook may observe them (calibration) or replace them
+// (fake quantization); the linears are cpu::Linear. On the W4A4 path (weights
+// quantized, recipe given) the producer is the fused Atom quantizer and the
+// linears are the integer reference quant::W4A4Linear:
+//
+//   input_layernorm  -> RmsNormReorderQuantize(perm kAttnIn)  -> q, k, v
+//   attention output -> ReorderQuantize(perm kAttnOut)        -> o_proj (+x)
+//   post_attn_norm   -> RmsNormReorderQuantize(perm kMlpIn)   -> gate, up
+//   silu(gate) * up  -> SiluMulQuantize(identity)             -> down (+x)
+//
+// down_proj's input reorder costs nothing at run time: its permutation was
+// applied offline to the rows of gate/up_proj (reorder.h PermuteRows), so
+// their outputs come out already in down_proj's reordered channel order.
+// Embeddings, norms and the LM head stay fp32.
+//
+// KV4 (set_kv_precision): K and V are quantized per token per head to 4 bits
+// (quant::QuantizeKvHead) and stored dequantized in the float cache:
+// numerically what a 4-bit cache returns on read. K is quantized after RoPE
+// (kInt4PostRope, as QServe does: the attention kernel stays a plain
+// dequantize-then-dot) or before it (kInt4PreRope, as Atom does: the kernel
+// must rotate after dequantizing). On SmolLM2-135M, before RoPE costs less
+// perplexity (docs/accuracy.md).
+//
 // Thread safety: Forward() may run concurrently on different caches; each
 // call uses the shared ThreadPool (calls are serialized inside parallel
-// regions).
+// regions) and the hook, which must then be thread-safe itself. The setters
+// must not race with Forward().
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kernels/quant/w4a4_format.h"
 #include "kernels/rope.h"
 #include "kvstore/dense_kv_cache.h"
 #include "runtime/checkpoint.h"
 
 namespace atomserve {
 
+// Where an activation feeds linears; one of each per layer.
+enum class ActivationSite : int {
+  kAttnIn = 0,     // input_layernorm output -> q_proj, k_proj, v_proj
+  kAttnOut = 1,    // attention output -> o_proj
+  kMlpIn = 2,      // post_attention_layernorm output -> gate_proj, up_proj
+  kMlpHidden = 3,  // silu(gate) * up -> down_proj
+};
+inline constexpr int kNumSites = 4;
+
+// How the KV cache holds K and V (see the header comment).
+enum class KvPrecision { kFp32, kInt4PostRope, kInt4PreRope };
+// "fp32", "int4-post-rope", "int4-pre-rope".
+const char* KvPrecisionName(KvPrecision precision);
+// "attn_in", "attn_out", "mlp_in", "mlp_hidden".
+const char* SiteName(ActivationSite site);
+
+// One projection (bias-free nn.Linear) in either precision.
+struct LinearWeight {
+  HostTensor dense;          // [out, in] fp32: the float path
+  quant::W4A4Matrix packed;  // rows = out, input channels reordered: the W4A4 path
+  bool quantized() const { return dense.data.empty(); }
+  int64_t out_features() const { return quantized() ? packed.rows : dense.shape.at(0); }
+};
+
+struct LayerWeights {
+  HostTensor input_norm, post_norm;
+  LinearWeight q, k, v, o, gate, up, down;
+  // W4A4 only: the input-channel permutation of each site (reorder.h
+  // convention, perm[j] = original channel at reordered position j).
+  // perms[kMlpHidden] is always empty: it is baked into gate/up rows.
+  std::array<std::vector<int32_t>, kNumSites> perms;
+};
+
+struct ModelWeights {
+  HostTensor embed;       // [vocab, hidden]
+  HostTensor final_norm;  // [hidden]
+  HostTensor lm_head;     // [vocab, hidden]; empty when tied to embed
+  std::vector<LayerWeights> layers;
+};
+
+// Called on the float path with the rows x[tokens, k] that feed the linears
+// of (layer, site), after their producer. It may rewrite x in place (fake
+// quantization) or only read it (calibration statistics).
+using ActivationHook = std::function<void(int64_t layer, ActivationSite site, float* x, int64_t tokens, int64_t k)>;
+
+// Checks weights against the config: every shape; with a recipe, that every
+// linear is W4A4 in the recipe's layout and every site perm is valid;
+// without, that every linear is fp32 and no perms are set.
+// Errors: kInvalidArgument naming the tensor.
+absl::Status ValidateModelWeights(const ModelConfig& config, const ModelWeights& weights,
+                                  const std::optional<quant::QuantRecipe>& recipe);
+
+// Moves the fp32 weights out of a checkpoint (HF names, checkpoint.h).
+// Errors: kNotFound / kInvalidArgument for missing or mis-shaped tensors.
+absl::StatusOr<ModelWeights> TakeModelWeights(Checkpoint& checkpoint);
+
 class LlamaModel {
  public:
-  // Takes the weights out of the checkpoint (the tensors map is left empty).
-  // Errors: kNotFound / kInvalidArgument for missing or mis-shaped tensors.
+  // fp32 model. Takes the weights out of the checkpoint (the tensors map is
+  // left empty). Errors: kNotFound / kInvalidArgument for missing or
+  // mis-shaped tensors.
   static absl::StatusOr<std::unique_ptr<LlamaModel>> Create(Checkpoint&& checkpoint);
 
+  // From weights in memory. recipe must be given iff every linear is W4A4
+  // (the activation quantizers use its keeper and act_clip; the weights'
+  // layouts must match it). Errors: kInvalidArgument naming the tensor for a
+  // shape, layout, permutation or precision mismatch.
+  static absl::StatusOr<std::unique_ptr<LlamaModel>> Create(const ModelConfig& config, ModelWeights&& weights,
+                                                            std::optional<quant::QuantRecipe> recipe);
+
   const ModelConfig& config() const { return config_; }
+  const ModelWeights& weights() const { return weights_; }
+  bool quantized() const { return recipe_.has_value(); }
+  // The W4A4 recipe; only when quantized().
+  const quant::QuantRecipe& recipe() const { return *recipe_; }
   DenseKvCache NewCache(int64_t capacity) const;
+
+  // 4-bit K/V (see the header comment); kFp32 by default.
+  void set_kv_precision(KvPrecision precision) { kv_ = precision; }
+  KvPrecision kv_precision() const { return kv_; }
+  // Float path only (ignored when quantized()); nullptr removes it.
+  void set_activation_hook(ActivationHook hook) { hook_ = std::move(hook); }
+  bool has_activation_hook() const { return static_cast<bool>(hook_); }
 
   // Runs ids at positions [cache.length(), cache.length() + ids.size()),
   // appends their K/V and advances the cache. logits receives
@@ -44,19 +151,30 @@ class LlamaModel {
                        bool all_logits = false) const;
 
  private:
-  struct Layer {
-    HostTensor input_norm, q, k, v, o, post_norm, gate, up, down;
+  // The rows feeding the linears of one site: fp32 (float path) or their
+  // W4A4 quantization.
+  struct SiteInput {
+    const float* dense = nullptr;
+    quant::W4A4Matrix packed;
   };
   LlamaModel() = default;
 
-  void AttentionBlock(const Layer& layer, int64_t layer_index, const float* x, float* out,
-                      std::span<const int32_t> positions, DenseKvCache& cache, int64_t n) const;
-  void MlpBlock(const Layer& layer, const float* x, float* out, int64_t n) const;
+  absl::Status NormInput(const float* x, const HostTensor& norm, int64_t layer, ActivationSite site,
+                         int64_t n, float* scratch, SiteInput* in) const;
+  absl::Status RowsInput(float* x, int64_t layer, ActivationSite site, int64_t n, int64_t k, SiteInput* in) const;
+  absl::Status Apply(const LinearWeight& w, const SiteInput& in, int64_t n, int64_t k, float* y,
+                     bool accumulate) const;
+  absl::Status AttentionBlock(int64_t layer, const SiteInput& in, float* out, std::span<const int32_t> positions,
+                              DenseKvCache& cache, int64_t n) const;
+  absl::Status MlpBlock(int64_t layer, const SiteInput& in, float* out, int64_t n) const;
+  void RoundTripKv4(float* x, int64_t n) const;
 
   ModelConfig config_;
-  HostTensor embed_, final_norm_, lm_head_;  // lm_head_ empty when tied
-  std::vector<Layer> layers_;
+  ModelWeights weights_;
+  std::optional<quant::QuantRecipe> recipe_;
   RopeTable rope_;
+  KvPrecision kv_ = KvPrecision::kFp32;
+  ActivationHook hook_;
 };
 
 }  // namespace atomserve
