@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "runtime/llama_model.h"
 #include "runtime/sampler.h"
+#include "runtime/stop_matcher.h"
 #include "runtime/tokenizer.h"
 
 namespace atomserve {
@@ -50,8 +51,6 @@ absl::StatusOr<GenerateResult> Generate(const LlamaModel& model, const Tokenizer
                                         const GenerateOptions& options,
                                         const TextCallback& on_text = nullptr);
 
-// Length of the longest prefix of `s` that ends on a complete UTF-8 character
-// (an incomplete trailing sequence is held back; invalid bytes pass through).
-size_t CompleteUtf8Prefix(const std::string& s);
+// CompleteUtf8Prefix() (declared in runtime/stop_matcher.h, included above).
 
 }  // namespace atomserve

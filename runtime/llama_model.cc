@@ -1,11 +1,13 @@
 #include "runtime/llama_model.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "common/thread_pool.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/paged_attention.h"
 #include "kernels/quant/activation_quant.h"
 #include "kernels/quant/kv_quant.h"
 #include "kernels/quant/reorder.h"
@@ -314,6 +316,111 @@ absl::Status LlamaModel::Forward(std::span<const int32_t> ids, DenseKvCache& cac
   cpu::RmsNorm(last, weights_.final_norm.data.data(), normed.data(), rows, h, c.rms_norm_eps);
   const HostTensor& head = c.tie_word_embeddings ? weights_.embed : weights_.lm_head;
   logits->resize(rows * c.vocab_size);
+  cpu::Linear(normed.data(), head.data.data(), logits->data(), rows, c.vocab_size, h, &ThreadPool::Default());
+  return absl::OkStatus();
+}
+
+}  // namespace atomserve
+
+namespace atomserve {
+
+absl::Status LlamaModel::PagedAttentionBlock(int64_t layer, const SiteInput& in, float* out, const int32_t* positions,
+                                             const int32_t* slots, const cpu::PagedAttentionBatch& batch,
+                                             const cpu::PagedKvCache& cache, int64_t n) const {
+  const LayerWeights& L = weights_.layers[layer];
+  const ModelConfig& c = config_;
+  const int64_t h = c.hidden_size, hd = c.head_dim;
+  const int64_t q_out = c.num_heads * hd, kv_out = c.num_kv_heads * hd;
+  ThreadPool* pool = &ThreadPool::Default();
+  std::vector<float> q(n * q_out), k(n * kv_out), v(n * kv_out), attn(n * q_out);
+  ATOMSERVE_RETURN_IF_ERROR(Apply(L.q, in, n, h, q.data(), false));
+  ATOMSERVE_RETURN_IF_ERROR(Apply(L.k, in, n, h, k.data(), false));
+  ATOMSERVE_RETURN_IF_ERROR(Apply(L.v, in, n, h, v.data(), false));
+  const bool pre_rope = kv_ == KvPrecision::kInt4PreRope;
+  cpu::ApplyRope(q.data(), positions, n, c.num_heads, hd, rope_);
+  if (!pre_rope) cpu::ApplyRope(k.data(), positions, n, c.num_kv_heads, hd, rope_);
+  ATOMSERVE_RETURN_IF_ERROR(cpu::WritePagedKv(cache, layer, slots, n, k.data(), v.data(), pool));
+  ATOMSERVE_RETURN_IF_ERROR(cpu::PagedAttention(q.data(), cache, layer, batch, c.num_heads,
+                                                1.0f / std::sqrt(static_cast<float>(hd)), attn.data(), pool,
+                                                pre_rope ? &rope_ : nullptr));
+  SiteInput o_in;
+  ATOMSERVE_RETURN_IF_ERROR(RowsInput(attn.data(), layer, ActivationSite::kAttnOut, n, q_out, &o_in));
+  return Apply(L.o, o_in, n, q_out, out, /*accumulate=*/true);
+}
+
+absl::Status LlamaModel::ForwardBatch(const BatchStep& step, kvstore::KvManager& kv,
+                                      std::vector<float>* logits) const {
+  const ModelConfig& c = config_;
+  const int64_t n = step.num_tokens();
+  if (n == 0 || step.seqs.empty()) return absl::InvalidArgumentError("ForwardBatch: no tokens");
+  const kvstore::PageLayout& layout = kv.layout();
+  if (layout.num_layers != c.num_layers || layout.num_kv_heads != c.num_kv_heads || layout.head_dim != c.head_dim)
+    return absl::InvalidArgumentError("ForwardBatch: the KV pool's geometry does not match the model");
+  for (int32_t id : step.ids) {
+    if (id < 0 || id >= c.vocab_size)
+      return absl::InvalidArgumentError(absl::StrCat("token id ", id, " is outside the vocabulary [0, ",
+                                                     c.vocab_size, ")"));
+  }
+  const int64_t num_seqs = static_cast<int64_t>(step.seqs.size());
+  std::vector<int32_t> q_indptr(num_seqs + 1, 0), positions(n), slots(n);
+  std::vector<kvstore::SeqId> ids(num_seqs);
+  std::vector<int64_t> logit_rows;
+  int64_t row = 0;
+  for (int64_t i = 0; i < num_seqs; ++i) {
+    const BatchSeq& s = step.seqs[i];
+    for (int64_t j = 0; j < i; ++j) {
+      if (ids[j] == s.seq) return absl::InvalidArgumentError(absl::StrCat("ForwardBatch: sequence ", s.seq, " twice"));
+    }
+    ids[i] = s.seq;
+    if (s.count < 1 || row + s.count > n)
+      return absl::InvalidArgumentError(absl::StrCat("ForwardBatch: bad chunk of ", s.count, " tokens"));
+    ATOMSERVE_ASSIGN_OR_RETURN(kvstore::SequenceView view, kv.sequence(s.seq));
+    if (view.num_computed != s.start || s.start + s.count > static_cast<int64_t>(view.tokens.size()))
+      return absl::InvalidArgumentError(absl::StrCat("ForwardBatch: sequence ", s.seq, " chunk [", s.start, ", ",
+                                                     s.start + s.count, ") but ", view.num_computed,
+                                                     " computed of ", view.tokens.size()));
+    if (s.start + s.count > c.max_position)
+      return absl::InvalidArgumentError(absl::StrCat("ForwardBatch: position ", s.start + s.count - 1,
+                                                     " beyond max_position ", c.max_position));
+    for (int64_t t = 0; t < s.count; ++t) positions[row + t] = static_cast<int32_t>(s.start + t);
+    ATOMSERVE_RETURN_IF_ERROR(kv.GetSlots(s.seq, s.start, s.count, slots.data() + row));
+    row += s.count;
+    q_indptr[i + 1] = static_cast<int32_t>(row);
+    if (s.want_logits) logit_rows.push_back(row - 1);
+  }
+  if (row != n) return absl::InvalidArgumentError("ForwardBatch: chunk counts do not add up to the ids");
+  std::vector<int32_t> page_indptr, page_ids;
+  ATOMSERVE_RETURN_IF_ERROR(kv.BlockTablesCsr(ids, &page_indptr, &page_ids));
+  cpu::PagedAttentionBatch batch;
+  batch.num_seqs = num_seqs;
+  batch.q_indptr = q_indptr.data();
+  batch.q_pos = positions.data();
+  batch.page_indptr = page_indptr.data();
+  batch.page_ids = page_ids.data();
+  const cpu::PagedKvCache cache = kv.paged_kv();
+
+  const int64_t h = c.hidden_size;
+  std::vector<float> x(n * h), normed(n * h);
+  cpu::Embed(weights_.embed.data.data(), step.ids.data(), x.data(), n, h);
+  SiteInput in;
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const LayerWeights& L = weights_.layers[l];
+    ATOMSERVE_RETURN_IF_ERROR(NormInput(x.data(), L.input_norm, l, ActivationSite::kAttnIn, n, normed.data(), &in));
+    ATOMSERVE_RETURN_IF_ERROR(
+        PagedAttentionBlock(l, in, x.data(), positions.data(), slots.data(), batch, cache, n));
+    ATOMSERVE_RETURN_IF_ERROR(NormInput(x.data(), L.post_norm, l, ActivationSite::kMlpIn, n, normed.data(), &in));
+    ATOMSERVE_RETURN_IF_ERROR(MlpBlock(l, in, x.data(), n));
+  }
+  for (const BatchSeq& s : step.seqs) ATOMSERVE_RETURN_IF_ERROR(kv.Commit(s.seq, s.count));
+
+  const int64_t rows = static_cast<int64_t>(logit_rows.size());
+  logits->resize(rows * c.vocab_size);
+  if (rows == 0) return absl::OkStatus();
+  std::vector<float> last(rows * h);
+  for (int64_t r = 0; r < rows; ++r)
+    std::copy(x.data() + logit_rows[r] * h, x.data() + (logit_rows[r] + 1) * h, last.data() + r * h);
+  cpu::RmsNorm(last.data(), weights_.final_norm.data.data(), normed.data(), rows, h, c.rms_norm_eps);
+  const HostTensor& head = c.tie_word_embeddings ? weights_.embed : weights_.lm_head;
   cpu::Linear(normed.data(), head.data.data(), logits->data(), rows, c.vocab_size, h, &ThreadPool::Default());
   return absl::OkStatus();
 }

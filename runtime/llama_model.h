@@ -54,6 +54,7 @@
 #include "kernels/quant/w4a4_format.h"
 #include "kernels/rope.h"
 #include "kvstore/dense_kv_cache.h"
+#include "kvstore/kv_manager.h"
 #include "runtime/checkpoint.h"
 
 namespace atomserve {
@@ -114,6 +115,24 @@ absl::Status ValidateModelWeights(const ModelConfig& config, const ModelWeights&
 // Errors: kNotFound / kInvalidArgument for missing or mis-shaped tensors.
 absl::StatusOr<ModelWeights> TakeModelWeights(Checkpoint& checkpoint);
 
+// One step of the batched paged forward (LlamaModel::ForwardBatch): the new
+// tokens of several sequences, flattened. Sequence i owns the token rows
+// [offset_i, offset_i + count) where offset_i is the sum of the earlier
+// counts; its tokens sit at positions [start, start + count) (start must be
+// the sequence's num_computed in the KvManager). A decode token is a
+// chunk of 1, a prefill chunk is longer; both mix freely in one step.
+struct BatchSeq {
+  kvstore::SeqId seq = 0;
+  int64_t start = 0;
+  int64_t count = 0;
+  bool want_logits = true;  // logits of the chunk's last token
+};
+struct BatchStep {
+  std::vector<int32_t> ids;    // [sum of counts]
+  std::vector<BatchSeq> seqs;  // in row order
+  int64_t num_tokens() const { return static_cast<int64_t>(ids.size()); }
+};
+
 class LlamaModel {
  public:
   // fp32 model. Takes the weights out of the checkpoint (the tensors map is
@@ -150,6 +169,22 @@ class LlamaModel {
   absl::Status Forward(std::span<const int32_t> ids, DenseKvCache& cache, std::vector<float>* logits,
                        bool all_logits = false) const;
 
+  // Batched paged forward (the engine's step). Every linear runs once over
+  // all step.num_tokens() rows (float or W4A4, the same per-layer code as
+  // Forward); K/V go into the sequences' 4-bit (or fp16) pages of `kv`
+  // through cpu::WritePagedKv, and attention reads them with
+  // cpu::PagedAttention. With kv_precision() == kInt4PreRope K is stored
+  // before RoPE (the kernel rotates after dequantizing); otherwise after.
+  // The caller must have called kv.Reserve(seq, count) for every sequence;
+  // ForwardBatch Commit()s each one on success. logits receives one row
+  // [vocab] per sequence with want_logits, in order.
+  // Errors: kInvalidArgument for ids outside the vocabulary, empty or
+  // inconsistent chunks (count < 1, start != num_computed, a sequence twice,
+  // rows not matching ids), a KV geometry that does not match the model;
+  // KvManager errors (kFailedPrecondition for unreserved pages). On error
+  // nothing is committed (page bytes past num_computed may hold garbage).
+  absl::Status ForwardBatch(const BatchStep& step, kvstore::KvManager& kv, std::vector<float>* logits) const;
+
  private:
   // The rows feeding the linears of one site: fp32 (float path) or their
   // W4A4 quantization.
@@ -166,6 +201,9 @@ class LlamaModel {
                      bool accumulate) const;
   absl::Status AttentionBlock(int64_t layer, const SiteInput& in, float* out, std::span<const int32_t> positions,
                               DenseKvCache& cache, int64_t n) const;
+  absl::Status PagedAttentionBlock(int64_t layer, const SiteInput& in, float* out, const int32_t* positions,
+                                   const int32_t* slots, const cpu::PagedAttentionBatch& batch,
+                                   const cpu::PagedKvCache& cache, int64_t n) const;
   absl::Status MlpBlock(int64_t layer, const SiteInput& in, float* out, int64_t n) const;
   void RoundTripKv4(float* x, int64_t n) const;
 
