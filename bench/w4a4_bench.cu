@@ -46,6 +46,7 @@
 // Device code, for the --diag kernels only (bench-only instantiations).
 #include "kernels/cuda/w4a4_gemm.cuh"
 #include "kernels/cuda/w4a4_gemm_sm90.cuh"
+#include "kernels/cuda/w4a4_policies.cuh"
 
 namespace atomserve::cuda {
 namespace {
@@ -416,28 +417,12 @@ ActRow BenchActQuant(const char* op, int tokens, int k, const Options& opt, size
 // The prefill kernels instantiated here with a nonzero kDiag (w4a4_gemm.cuh:
 // kDiagNoUnpack / NoPromote / NoLoad / NoBStage) skip one stage and compute
 // WRONG results; only their times are meaningful. The policies below must
-// stay those of w4a4_gemm.cu (TiledLarge, WgmmaLarge).
+// are the serving ones (kernels/cuda/w4a4_policies.cuh).
 namespace diag {
-using TiledLarge = w4a4::TiledPolicy<128, 128, 2, 4, 4>;
-using WgmmaLarge = w4a4::WgmmaPolicy<2, 128, 5, false>;
-using WgmmaLargeSplit = w4a4::WgmmaPolicy<2, 128, 5, true>;
+using namespace w4a4::policies;
 
 w4a4::GemmParams Params(const DeviceW4A4Matrix& act, const DeviceW4A4Matrix& weight, __nv_bfloat16* y) {
-  w4a4::GemmParams p{};
-  p.a_packed = act.packed;
-  p.a_scales = act.scales;
-  p.a_keeper = act.keeper_codes;
-  p.a_keeper_scales = act.keeper_scales;
-  p.w_packed = weight.packed;
-  p.w_scales = weight.scales;
-  p.w_keeper = weight.keeper_codes;
-  p.w_keeper_scales = weight.keeper_scales;
-  p.m = static_cast<int>(act.rows);
-  p.n = static_cast<int>(weight.rows);
-  p.groups = static_cast<int>(act.layout.groups());
-  p.keeper = static_cast<int>(act.layout.keeper);
-  p.keeper_tiles = static_cast<int>((act.layout.keeper + 63) / 64);
-  p.packed_row_bytes = static_cast<int>(act.layout.packed_row_bytes());
+  w4a4::GemmParams p = w4a4::MakeGemmParams(act, weight);
   p.y = y;
   p.vector_io = p.n % 2 == 0;
   return p;

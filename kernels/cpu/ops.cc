@@ -6,26 +6,13 @@
 #include <limits>
 #include <vector>
 
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#define ATOMSERVE_AVX2 1
-#endif
+#include "kernels/cpu/internal/simd.h"
 
 namespace atomserve::cpu {
 namespace {
 
-#ifdef ATOMSERVE_AVX2
-inline float HorizontalSum(__m256 v) {
-  __m128 lo = _mm256_castps256_ps128(v);
-  __m128 hi = _mm256_extractf128_ps(v, 1);
-  lo = _mm_add_ps(lo, hi);
-  __m128 shuf = _mm_movehdup_ps(lo);
-  __m128 sums = _mm_add_ps(lo, shuf);
-  shuf = _mm_movehl_ps(shuf, sums);
-  sums = _mm_add_ss(sums, shuf);
-  return _mm_cvtss_f32(sums);
-}
-#endif
+using internal::Dot;
+using internal::HorizontalSum;
 
 // Dot products of `rows` x-rows with 4 w-rows: out[r][j] = x_r . w_j.
 // Register tile of up to 4x4 accumulators; the caller walks the matrix in
@@ -33,7 +20,7 @@ inline float HorizontalSum(__m256 v) {
 template <int R>
 void Tile4(const float* const* x, const float* w0, const float* w1, const float* w2,
            const float* w3, int64_t k, float out[4][4]) {
-#ifdef ATOMSERVE_AVX2
+#ifdef ATOMSERVE_CPU_AVX2
   __m256 acc[R][4];
   for (int r = 0; r < R; ++r)
     for (int j = 0; j < 4; ++j) acc[r][j] = _mm256_setzero_ps();
@@ -65,25 +52,6 @@ void Tile4(const float* const* x, const float* w0, const float* w1, const float*
       out[r][3] += a * w3[i];
     }
   }
-}
-
-float Dot(const float* a, const float* b, int64_t k) {
-#ifdef ATOMSERVE_AVX2
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 16 <= k; i += 16) {
-    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
-  }
-  for (; i + 8 <= k; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-  float s = HorizontalSum(_mm256_add_ps(acc0, acc1));
-  for (; i < k; ++i) s += a[i] * b[i];
-  return s;
-#else
-  float s = 0.0f;
-  for (int64_t i = 0; i < k; ++i) s += a[i] * b[i];
-  return s;
-#endif
 }
 
 // Computes y[m0:m1, n0:n1] in register tiles.

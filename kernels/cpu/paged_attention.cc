@@ -6,14 +6,11 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cpu/internal/simd.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/quant/fp16.h"
 #include "kernels/quant/kv_quant.h"
 
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#define ATOMSERVE_PAGED_AVX2 1
-#endif
 
 namespace atomserve::cpu {
 namespace {
@@ -26,31 +23,9 @@ using kvstore::PageLayout;
 // head's context once and reuses it for every query and q-head of the block.
 constexpr int64_t kQueryBlock = 8;
 
-// The same dot product as cpu::Attention's (ops.cc), so that results agree
-// to the last bit where the compiler makes the same choices.
-float Dot(const float* a, const float* b, int64_t k) {
-#ifdef ATOMSERVE_PAGED_AVX2
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 16 <= k; i += 16) {
-    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
-  }
-  for (; i + 8 <= k; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-  __m256 v = _mm256_add_ps(acc0, acc1);
-  __m128 lo = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  __m128 shuf = _mm_movehdup_ps(lo);
-  __m128 sums = _mm_add_ps(lo, shuf);
-  shuf = _mm_movehl_ps(shuf, sums);
-  float s = _mm_cvtss_f32(_mm_add_ss(sums, shuf));
-  for (; i < k; ++i) s += a[i] * b[i];
-  return s;
-#else
-  float s = 0.0f;
-  for (int64_t i = 0; i < k; ++i) s += a[i] * b[i];
-  return s;
-#endif
-}
+// The same dot product as cpu::Attention (one definition, internal/simd.h),
+// so the two agree to the last bit.
+using internal::Dot;
 
 absl::Status CheckCache(const PagedKvCache& cache, int64_t layer) {
   if (cache.base == nullptr || cache.num_pages < 1)

@@ -12,31 +12,14 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/w4a4_gemm.cuh"
 #include "kernels/cuda/w4a4_gemm_sm90.cuh"
+#include "kernels/cuda/w4a4_policies.cuh"
 
 namespace atomserve::cuda {
 namespace {
 
 using w4a4::GemmParams;
 
-// Decode: 32 output channels per block while the token tiles fit the
-// registers, 16 for the widest; the rings of the two smallest keep 2 blocks
-// per SM (about 100 KB of shared memory each at K = 28672).
-using SkinnyM8 = w4a4::SkinnyPolicy<2, 1, 4, 2>;
-using SkinnyM16 = w4a4::SkinnyPolicy<2, 2, 3, 2>;
-using SkinnyM32 = w4a4::SkinnyPolicy<2, 4, 3, 1>;
-using SkinnyM64 = w4a4::SkinnyPolicy<1, 8, 3, 1>;
-// Prefill: 128x128 tiles (8 warps of 64x32); 64x64 tiles (4 warps of 32x32)
-// when the large tiles would not fill the GPU once.
-using TiledLarge = w4a4::TiledPolicy<128, 128, 2, 4, 4>;
-using TiledSmall = w4a4::TiledPolicy<64, 64, 2, 2, 4>;
-// Decode with 16 rows per block (W4A4SkinnyRows::k16).
-using SkinnyM8R16 = w4a4::SkinnyPolicy<1, 1, 4, 3>;
-using SkinnyM16R16 = w4a4::SkinnyPolicy<1, 2, 4, 3>;
-// Hopper wgmma: 2 warpgroups x m64n128 (5 packed stages), 1 warpgroup x m64n64.
-using WgmmaLarge = w4a4::WgmmaPolicy<2, 128, 5, false>;
-using WgmmaLargeSplit = w4a4::WgmmaPolicy<2, 128, 5, true>;
-using WgmmaSmall = w4a4::WgmmaPolicy<1, 64, 5, false>;
-// Warp-specialized wgmma: 1 producer + 2 consumer warpgroups, 6 slots.
+using namespace w4a4::policies;  // SkinnyM8 ... WgmmaSmall (w4a4_policies.cuh)
 
 // Opt-in dynamic shared memory limit of sm_90 (227 KB).
 constexpr int64_t kMaxSmemPerBlock = 227 * 1024;
@@ -164,24 +147,6 @@ absl::Status CheckOperands(const DeviceW4A4Matrix& act, const DeviceW4A4Matrix& 
   return absl::OkStatus();
 }
 
-GemmParams MakeParams(const DeviceW4A4Matrix& act, const DeviceW4A4Matrix& weight) {
-  GemmParams p{};
-  p.a_packed = act.packed;
-  p.a_scales = act.scales;
-  p.a_keeper = act.keeper_codes;
-  p.a_keeper_scales = act.keeper_scales;
-  p.w_packed = weight.packed;
-  p.w_scales = weight.scales;
-  p.w_keeper = weight.keeper_codes;
-  p.w_keeper_scales = weight.keeper_scales;
-  p.m = static_cast<int>(act.rows);
-  p.n = static_cast<int>(weight.rows);
-  p.groups = static_cast<int>(act.layout.groups());
-  p.keeper = static_cast<int>(act.layout.keeper);
-  p.keeper_tiles = static_cast<int>((act.layout.keeper + w4a4::kKeeperTileChannels - 1) / w4a4::kKeeperTileChannels);
-  p.packed_row_bytes = static_cast<int>(act.layout.packed_row_bytes());
-  return p;
-}
 
 }  // namespace
 
@@ -278,7 +243,7 @@ absl::Status W4A4Gemm(const DeviceW4A4Matrix& act, const DeviceW4A4Matrix& weigh
   ATOMSERVE_RETURN_IF_ERROR(CheckOperands(act, weight));
   if (act.rows == 0 || weight.rows == 0) return absl::OkStatus();
   if (y == nullptr) return absl::InvalidArgumentError("W4A4Gemm: y is null");
-  GemmParams p = MakeParams(act, weight);
+  GemmParams p = w4a4::MakeGemmParams(act, weight);
   p.residual = residual;
   p.y = y;
   constexpr uintptr_t kPairBytes = 2 * sizeof(OutT);
@@ -291,7 +256,7 @@ absl::Status W4A4GemmAccumulators(const DeviceW4A4Matrix& act, const DeviceW4A4M
   ATOMSERVE_RETURN_IF_ERROR(CheckOperands(act, weight));
   if (act.rows == 0 || weight.rows == 0) return absl::OkStatus();
   if (acc == nullptr) return absl::InvalidArgumentError("W4A4GemmAccumulators: acc is null");
-  GemmParams p = MakeParams(act, weight);
+  GemmParams p = w4a4::MakeGemmParams(act, weight);
   p.acc = acc;
   return Dispatch<float, true>(p, options, stream);
 }

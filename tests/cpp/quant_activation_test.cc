@@ -15,16 +15,12 @@
 #include "kernels/quant/reorder.h"
 #include "kernels/quant/w4a4_format.h"
 
+#include "tests/cpp/test_random.h"
+
 namespace atomserve::quant {
 namespace {
 
-std::vector<float> RandomNormal(int64_t n, uint32_t seed, float stddev = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, stddev);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
+using testing_util::RandomNormal;
 
 // Activations with a few large outlier channels, like LLM hidden states.
 std::vector<float> RandomActivations(int64_t tokens, int64_t k, uint32_t seed) {

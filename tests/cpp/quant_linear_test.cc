@@ -15,16 +15,12 @@
 #include "kernels/quant/w4a4_linear.h"
 #include "kernels/quant/weight_quant.h"
 
+#include "tests/cpp/test_random.h"
+
 namespace atomserve::quant {
 namespace {
 
-std::vector<float> RandomNormal(int64_t n, uint32_t seed, float stddev = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, stddev);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
+using testing_util::RandomNormal;
 
 struct Shape {
   int64_t tokens, n, k;
