@@ -24,6 +24,8 @@ Subcommand InfoCommand();
 Subcommand QuantizeCommand();
 // "eval ppl": a two-word command (main.cc matches both words).
 Subcommand EvalPplCommand();
+// "bench engine" (bench.cc).
+Subcommand BenchEngineCommand();
 
 // Options shared by `quantize` and `eval ppl` (defined in quantize.cc):
 // --calib, --calib-tokens, --seq-len, --keeper, --no-gptq, --weight-clip,

@@ -17,7 +17,7 @@ int Fail(const absl::Status& status) {
 namespace {
 
 std::vector<Subcommand> AllCommands() {
-  return {GenerateCommand(), InfoCommand(), QuantizeCommand(), EvalPplCommand()};
+  return {GenerateCommand(), InfoCommand(), QuantizeCommand(), EvalPplCommand(), BenchEngineCommand()};
 }
 
 // Number of leading arguments naming c ("eval ppl" takes two), or 0.
