@@ -88,6 +88,7 @@ int RunGenerate(const ParsedArgs& args) {
     std::fflush(stdout);
   });
   std::fputc('\n', stdout);
+  std::fflush(stdout);  // the statistics on stderr come after the text
   if (!result.ok()) return Fail(result.status());
   const double prefill_tps = result->prompt_tokens / std::max(result->prefill_seconds, 1e-9);
   const double decode_tps = result->tokens.size() / std::max(result->decode_seconds, 1e-9);
