@@ -235,6 +235,21 @@ struct OutTraits<__half> {
   __device__ static float2 Unpack(__half2 v) { return __half22float2(v); }
 };
 
+// The (m0, n0) output tile of this block under grouped rasterization:
+// P::kRasterM m-tiles x all n-tiles per group, m fastest, so blocks that run
+// together share weight tiles in L2. Used by every prefill kernel.
+template <class P>
+__device__ __forceinline__ int2 GroupedTileOrigin(const GemmParams& p) {
+  const int m_tiles = (p.m + P::kBM - 1) / P::kBM;
+  const int n_tiles = (p.n + P::kBN - 1) / P::kBN;
+  const int per_group = P::kRasterM * n_tiles;
+  const int group = blockIdx.x / per_group;
+  const int first_m = group * P::kRasterM;
+  const int group_m = min(m_tiles - first_m, P::kRasterM);
+  const int in_group = blockIdx.x - group * per_group;
+  return make_int2((first_m + in_group % group_m) * P::kBM, (in_group / group_m) * P::kBN);
+}
+
 // y[row, col] and y[row, col + 1] (when col + 1 < n) = v + residual.
 template <typename OutT>
 __device__ __forceinline__ void StorePair(const GemmParams& p, int row, int col, float v0, float v1) {
@@ -595,16 +610,8 @@ __global__ void __launch_bounds__(P::kThreads, 1) W4A4TiledKernel(const GemmPara
   constexpr int kMT = P::kMT, kNT = P::kNT, kS = P::kStages;
   extern __shared__ __align__(128) uint8_t smem[];
 
-  // Grouped rasterization: kRasterM m-tiles x all n-tiles per group, m fastest.
-  const int m_tiles = (p.m + P::kBM - 1) / P::kBM;
-  const int n_tiles = (p.n + P::kBN - 1) / P::kBN;
-  const int per_group = P::kRasterM * n_tiles;
-  const int group = blockIdx.x / per_group;
-  const int first_m = group * P::kRasterM;
-  const int group_m = min(m_tiles - first_m, P::kRasterM);
-  const int in_group = blockIdx.x - group * per_group;
-  const int m0 = (first_m + in_group % group_m) * P::kBM;
-  const int n0 = (in_group / group_m) * P::kBN;
+  const int2 origin = GroupedTileOrigin<P>(p);
+  const int m0 = origin.x, n0 = origin.y;
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int wm = warp % P::kWarpsM, wn = warp / P::kWarpsM;

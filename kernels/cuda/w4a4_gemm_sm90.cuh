@@ -185,15 +185,8 @@ __global__ void __launch_bounds__(P::kThreads, 1) W4A4WgmmaKernel(const GemmPara
   uint8_t* packed = smem + 2 * P::kBBufBytes;            // [kS] packed stages
   float* swf = reinterpret_cast<float*>(packed + kS * P::kStageBytes);  // [2][kBN]
 
-  const int m_tiles = (p.m + P::kBM - 1) / P::kBM;
-  const int n_tiles = (p.n + P::kBN - 1) / P::kBN;
-  const int per_group = P::kRasterM * n_tiles;
-  const int group = blockIdx.x / per_group;
-  const int first_m = group * P::kRasterM;
-  const int group_m = min(m_tiles - first_m, P::kRasterM);
-  const int in_group = blockIdx.x - group * per_group;
-  const int m0 = (first_m + in_group % group_m) * P::kBM;
-  const int n0 = (in_group / group_m) * P::kBN;
+  const int2 origin = GroupedTileOrigin<P>(p);  // w4a4_gemm.cuh
+  const int m0 = origin.x, n0 = origin.y;
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int a_row = warp * 16 + g;  // warpgroup wg = warp / 4 owns rows 64 wg .. 64 wg + 63
