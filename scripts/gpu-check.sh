@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One call on a GPU host (CUDA 13, no package access; see DESIGN.md §5):
+# One call on a GPU host (CUDA 13, cmake, ninja, NCCL, GoogleTest, no package access):
 # unpack the Debian bundle from scripts/gpu-prepare.sh, build for sm_90a with
 # all cores, run every test (GPU tests included; transformers agreement where
 # PyTorch is installed), run the benchmarks, and print a short table last.

@@ -8,7 +8,7 @@
 //   ... RmsNormReorderQuantize(...) into x.view()            (act_quant.h)
 //   ATOMSERVE_RETURN_IF_ERROR(W4A4Gemm<__nv_bfloat16>(x.view().Rows(tokens), w.view(), hidden, hidden, stream));
 //
-// How it computes (Hopper has no INT4 tensor cores, DESIGN.md §2): 4-bit
+// How it computes (Hopper has no INT4 tensor cores; s4 mma is emulated): 4-bit
 // codes are unpacked in registers to INT8 and multiplied on the INT8 tensor
 // cores (mma.sync m16n8k32 s8); each 128-channel group is accumulated in
 // int32, then promoted into fp32 with s_a[t, g] * s_w[n, g]; the INT8 keeper
