@@ -7,6 +7,26 @@
 #include "kvstore/prefix_hash.h"
 
 namespace atomserve::kvstore {
+namespace {
+
+// Walks the hash chain over the full pages of `tokens` (at most max_pages,
+// clamped to what tokens holds), calling visit(hash, parent_hash,
+// page_tokens) until it returns false. Returns the clamped max_pages.
+template <typename Visit>
+int64_t WalkPageChain(std::span<const int32_t> tokens, int64_t max_pages, int64_t tokens_per_page,
+                      uint64_t root_hash, Visit&& visit) {
+  max_pages = std::clamp<int64_t>(max_pages, 0, static_cast<int64_t>(tokens.size()) / tokens_per_page);
+  uint64_t parent = root_hash;
+  for (int64_t i = 0; i < max_pages; ++i) {
+    const auto page_tokens = tokens.subspan(i * tokens_per_page, tokens_per_page);
+    const uint64_t hash = PageHash(parent, page_tokens);
+    if (!visit(hash, parent, page_tokens)) break;
+    parent = hash;
+  }
+  return max_pages;
+}
+
+}  // namespace
 
 PrefixCache::PrefixCache(PagePool* pool, uint64_t root_hash, HostTier* host_tier)
     : pool_(pool),
@@ -51,24 +71,21 @@ PageId PrefixCache::SwapIn(uint64_t hash, uint64_t parent_hash, std::span<const 
 
 PrefixMatch PrefixCache::Acquire(std::span<const int32_t> tokens, int64_t max_pages) {
   const int64_t T = tokens_per_page_;
-  max_pages = std::clamp<int64_t>(max_pages, 0, static_cast<int64_t>(tokens.size()) / T);
   PrefixMatch match;
-  uint64_t parent = root_hash_;
-  for (int64_t i = 0; i < max_pages; ++i) {
-    const auto page_tokens = tokens.subspan(i * T, T);
-    const uint64_t hash = PageHash(parent, page_tokens);
-    PageId page = Find(hash, parent, page_tokens);
-    if (page != kNoPage) {
-      pool_->Ref(page);
-    } else if ((page = SwapIn(hash, parent, page_tokens)) != kNoPage) {
-      ++match.host_pages;
-    } else {
-      break;
-    }
-    match.pages.push_back(page);
-    match.hashes.push_back(hash);
-    parent = hash;
-  }
+  max_pages = WalkPageChain(tokens, max_pages, T, root_hash_,
+                            [&](uint64_t hash, uint64_t parent, std::span<const int32_t> page_tokens) {
+                              PageId page = Find(hash, parent, page_tokens);
+                              if (page != kNoPage) {
+                                pool_->Ref(page);
+                              } else if ((page = SwapIn(hash, parent, page_tokens)) != kNoPage) {
+                                ++match.host_pages;
+                              } else {
+                                return false;
+                              }
+                              match.pages.push_back(page);
+                              match.hashes.push_back(hash);
+                              return true;
+                            });
   const int64_t hit = static_cast<int64_t>(match.pages.size());
   ++stats_.queries;
   stats_.query_tokens += max_pages * T;
@@ -79,24 +96,20 @@ PrefixMatch PrefixCache::Acquire(std::span<const int32_t> tokens, int64_t max_pa
 }
 
 PrefixPeek PrefixCache::Peek(std::span<const int32_t> tokens, int64_t max_pages) const {
-  const int64_t T = tokens_per_page_;
-  max_pages = std::clamp<int64_t>(max_pages, 0, static_cast<int64_t>(tokens.size()) / T);
   PrefixPeek peek;
-  uint64_t parent = root_hash_;
-  for (int64_t i = 0; i < max_pages; ++i) {
-    const auto page_tokens = tokens.subspan(i * T, T);
-    const uint64_t hash = PageHash(parent, page_tokens);
-    const PageId page = Find(hash, parent, page_tokens);
-    if (page != kNoPage) {
-      ++peek.device_pages;
-      if (pool_->state(page) == PageState::kCached) ++peek.evictable_pages;
-    } else if (host_tier_ != nullptr && host_tier_->Contains(hash, parent, page_tokens)) {
-      ++peek.host_pages;
-    } else {
-      break;
-    }
-    parent = hash;
-  }
+  WalkPageChain(tokens, max_pages, tokens_per_page_, root_hash_,
+                [&](uint64_t hash, uint64_t parent, std::span<const int32_t> page_tokens) {
+                  const PageId page = Find(hash, parent, page_tokens);
+                  if (page != kNoPage) {
+                    ++peek.device_pages;
+                    if (pool_->state(page) == PageState::kCached) ++peek.evictable_pages;
+                  } else if (host_tier_ != nullptr && host_tier_->Contains(hash, parent, page_tokens)) {
+                    ++peek.host_pages;
+                  } else {
+                    return false;
+                  }
+                  return true;
+                });
   return peek;
 }
 

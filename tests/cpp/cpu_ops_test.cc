@@ -8,17 +8,12 @@
 
 #include "common/thread_pool.h"
 #include "kernels/cpu/ops.h"
+#include "tests/cpp/test_random.h"
 
 namespace atomserve {
 namespace {
 
-std::vector<float> Random(size_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> d(0.0f, 1.0f);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
+std::vector<float> Random(int64_t n, uint32_t seed) { return testing_util::RandomNormal(n, seed); }
 
 double RelErr(const std::vector<float>& a, const std::vector<double>& ref) {
   double num = 0, den = 0;

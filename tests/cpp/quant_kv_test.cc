@@ -10,16 +10,13 @@
 #include "gtest/gtest.h"
 #include "kernels/quant/fp16.h"
 #include "kernels/quant/kv_quant.h"
+#include "tests/cpp/test_random.h"
 
 namespace atomserve::quant {
 namespace {
 
 std::vector<float> RandomKv(int64_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.3f, 2.0f);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(rng);
-  return v;
+  return testing_util::RandomNormal(n, seed, /*stddev=*/2.0f, /*mean=*/0.3f);
 }
 
 class KvQuantTest : public testing::TestWithParam<int64_t> {};
